@@ -1,0 +1,29 @@
+"""minidiff: diffusion models, built up chapter by chapter.
+
+The public API (see the book's API reference page): schedules (chapter 1), the forward process (chapters
+1-2), the epsilon objective (chapter 3), samplers (chapters 5-6), classifier-free guidance (chapter 7) and an
+exact denoiser for finite data sets. Timestep convention: 0-based index i is the paper's t = i + 1.
+"""
+from .conventions import cfg_w_from_scale, ddim_paper_alpha, ddim_sigma, index_from_paper_t, paper_t, scale_from_cfg_w
+from .conversions import eps_from_v, eps_from_x0, v_from_eps, x0_from_eps, x0_from_v
+from .forward import q_posterior, q_sample, q_step
+from .guidance import cfg_combine
+from .losses import eps_loss
+from .oracle import OracleDenoiser
+from .runtime import default_device, quick_mode
+from .samplers import ddim_invert, ddim_sample, ddim_step, ddim_timesteps, ddpm_sample, ddpm_step
+from .schedules import NoiseSchedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NoiseSchedule",
+    "q_step", "q_sample", "q_posterior",
+    "x0_from_eps", "eps_from_x0", "v_from_eps", "x0_from_v", "eps_from_v",
+    "eps_loss",
+    "ddpm_sample", "ddpm_step", "ddim_sample", "ddim_step", "ddim_timesteps", "ddim_invert",
+    "cfg_combine",
+    "OracleDenoiser",
+    "paper_t", "index_from_paper_t", "ddim_paper_alpha", "cfg_w_from_scale", "scale_from_cfg_w", "ddim_sigma",
+    "default_device", "quick_mode",
+]

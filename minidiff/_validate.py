@@ -1,0 +1,124 @@
+"""Argument checks shared by the public functions.
+
+Every check raises ``ValueError`` (or ``TypeError`` for a wrong type) with a message that names the
+argument, the value received and what is allowed. Nothing is silently clamped.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import torch
+
+
+def check_tensor(x, name: str, *, finite: bool = True) -> torch.Tensor:
+    """``x`` must be a floating-point tensor (and, by default, contain no NaN/inf)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have a batch dimension, got a 0-d tensor")
+    if finite and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf values; all entries must be finite")
+    return x
+
+
+def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_b} must have the same shape as {name_a}: got {tuple(b.shape)} vs {tuple(a.shape)}"
+        )
+
+
+def check_timesteps(t, T: int, batch: int, device: torch.device, name: str = "t") -> torch.Tensor:
+    """Return ``t`` as an int64 tensor of shape ``(batch,)`` on ``device``, with values in ``[0, T-1]``.
+
+    ``t`` may be a Python int (broadcast to the batch) or an integer tensor of shape ``()`` or ``(batch,)``.
+    """
+    if isinstance(t, bool) or (isinstance(t, torch.Tensor) and t.dtype == torch.bool):
+        raise TypeError(f"{name} must be an integer timestep index, got a bool")
+    if isinstance(t, Integral):
+        t = torch.full((batch,), int(t), dtype=torch.long, device=device)
+    elif isinstance(t, torch.Tensor):
+        if t.is_floating_point() or t.is_complex():
+            raise TypeError(f"{name} must be an integer tensor, got dtype {t.dtype}")
+        if t.ndim == 0:
+            t = t.expand(batch)
+        elif t.shape != (batch,):
+            raise ValueError(f"{name} must have shape ({batch},) to match the batch, got {tuple(t.shape)}")
+        t = t.to(device=device, dtype=torch.long)
+    else:
+        raise TypeError(f"{name} must be an int or an integer tensor, got {type(t).__name__}")
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) > T - 1):
+        raise ValueError(
+            f"{name} must lie in [0, {T - 1}] (0-based index, paper step t = index + 1), "
+            f"got values in [{int(t.min())}, {int(t.max())}]"
+        )
+    return t
+
+
+def check_int(value, name: str, *, low: int | None = None, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def check_real(value, name: str, *, low: float | None = None, high: float | None = None,
+               low_open: bool = False, high_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    bad = math.isnan(value)
+    if low is not None:
+        bad |= value <= low if low_open else value < low
+    if high is not None:
+        bad |= value >= high if high_open else value > high
+    if bad:
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        interval = f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+    return value
+
+
+def check_choice(value, name: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
+    return value
+
+
+def check_labels(y, batch: int, num_classes: int | None, device: torch.device, name: str = "y",
+                 allow_null: bool = True) -> torch.Tensor | None:
+    """Class labels: ``None`` or an integer tensor ``(batch,)`` in ``[0, num_classes]``.
+
+    The extra value ``num_classes`` means "no label" (classifier-free guidance), allowed if ``allow_null``.
+    """
+    if y is None:
+        return None
+    if isinstance(y, Integral) and not isinstance(y, bool):
+        y = torch.full((batch,), int(y), dtype=torch.long, device=device)
+    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of class labels, got {y!r}")
+    if y.shape != (batch,):
+        raise ValueError(f"{name} must have shape ({batch},), got {tuple(y.shape)}")
+    if num_classes is not None and y.numel():
+        top = num_classes if allow_null else num_classes - 1
+        if int(y.min()) < 0 or int(y.max()) > top:
+            raise ValueError(
+                f"{name} must contain class labels in [0, {top}]"
+                + (f" ({num_classes} = no label)" if allow_null else "")
+                + f", got values in [{int(y.min())}, {int(y.max())}]"
+            )
+    return y.to(device=device, dtype=torch.long)
+
+
+def randn(shape, *, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
+    """Standard normal noise drawn from ``generator`` (on the generator's own device), moved to ``device``."""
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)

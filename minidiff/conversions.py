@@ -1,0 +1,47 @@
+"""Converting between the three things a network can predict: eps, x_0 and v — chapters 3 and 5.
+
+With x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps:
+
+    x_0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)       (DDPM eq. 15 rearranged)
+    eps = (x_t - sqrt(alpha_bar) x_0) / sqrt(1 - alpha_bar)
+    v   = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0            (Salimans & Ho 2022)
+    x_0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v
+    eps = sqrt(1 - alpha_bar) x_t + sqrt(alpha_bar) v
+
+``alpha_bar`` is a Python float or a tensor that broadcasts against ``x_t`` (see :func:`minidiff.schedules.gather`).
+"""
+from __future__ import annotations
+
+import torch
+
+# Guard for the x_0-from-eps division where alpha_bar reaches 0 (zero terminal SNR, Lin et al. 2023).
+# There an eps prediction carries no information about x_0; dividing by sqrt(ALPHA_BAR_MIN) instead of 0
+# keeps the estimate finite (diffusers uses the same floor, 2**-24, for the zero-SNR Euler sigmas).
+ALPHA_BAR_MIN = 2.0**-24
+
+
+Scalar = float | torch.Tensor   # a Python float, or a tensor broadcasting against x_t
+
+
+def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: Scalar) -> torch.Tensor:
+    """Predicted clean data from a noise prediction (guarded where alpha_bar = 0)."""
+    floored = alpha_bar.clamp(min=ALPHA_BAR_MIN) if torch.is_tensor(alpha_bar) else max(alpha_bar, ALPHA_BAR_MIN)
+    return (x_t - (1.0 - alpha_bar) ** 0.5 * eps) / floored**0.5
+
+
+def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar: Scalar) -> torch.Tensor:
+    """The noise implied by a clean-data estimate (1 - alpha_bar > 0 for every valid schedule index)."""
+    return (x_t - alpha_bar**0.5 * x0) / (1.0 - alpha_bar) ** 0.5
+
+
+def v_from_eps(x0: torch.Tensor, eps: torch.Tensor, alpha_bar: Scalar) -> torch.Tensor:
+    """The "velocity" target v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0."""
+    return alpha_bar**0.5 * eps - (1.0 - alpha_bar) ** 0.5 * x0
+
+
+def x0_from_v(x_t: torch.Tensor, v: torch.Tensor, alpha_bar: Scalar) -> torch.Tensor:
+    return alpha_bar**0.5 * x_t - (1.0 - alpha_bar) ** 0.5 * v
+
+
+def eps_from_v(x_t: torch.Tensor, v: torch.Tensor, alpha_bar: Scalar) -> torch.Tensor:
+    return (1.0 - alpha_bar) ** 0.5 * x_t + alpha_bar**0.5 * v

@@ -1,0 +1,51 @@
+"""Classifier-free guidance — chapter 7.
+
+eps = eps_uncond + s * (eps_cond - eps_uncond)     (Ho & Salimans 2022, eq. 6 with s = 1 + w)
+
+``s = 1`` is plain conditional sampling (one model call), ``s = 0`` is unconditional; the paper's guidance
+weight is ``w = s - 1`` (see :func:`minidiff.conventions.cfg_w_from_scale`).
+"""
+from __future__ import annotations
+
+import torch
+
+from ._validate import check_real
+
+
+def num_classes_of(model) -> int | None:
+    """The model's ``num_classes`` (also through a DistributedDataParallel/compile wrapper), or None."""
+    for m in (model, getattr(model, "module", None), getattr(model, "_orig_mod", None)):
+        n = getattr(m, "num_classes", None)
+        if n is not None:
+            return int(n)
+    return None
+
+
+def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """eps_uncond + scale * (eps_cond - eps_uncond), exact at scale 0 and 1 (``torch.lerp``).
+
+    Args:
+        eps_uncond, eps_cond: (B, ...) unconditional and conditional noise predictions.
+        scale: the guidance scale s (any real number; the CFG paper's w is s - 1).
+
+    Introduced in chapter 7.
+    """
+    scale = check_real(scale, "scale")
+    if eps_uncond.shape != eps_cond.shape:
+        raise ValueError(f"eps_cond must have the shape of eps_uncond: got {tuple(eps_cond.shape)} vs "
+                         f"{tuple(eps_uncond.shape)}")
+    return torch.lerp(eps_uncond, eps_cond, scale)
+
+
+def guided_eps(model, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,
+               guidance_scale: float) -> torch.Tensor:
+    """The noise prediction a sampler uses at one step.
+
+    One model call when ``y`` is None or ``guidance_scale == 1``; otherwise two (conditional and
+    unconditional), combined by :func:`cfg_combine`.
+    """
+    if y is None or guidance_scale == 1.0:
+        return model(x_t, t, y)
+    eps_cond = model(x_t, t, y)
+    eps_uncond = model(x_t, t, None)
+    return cfg_combine(eps_uncond, eps_cond, guidance_scale)
