@@ -56,6 +56,12 @@ def eps_loss(model, x0: torch.Tensor, sched: NoiseSchedule, y: torch.Tensor | No
         y = torch.where(drop, torch.full_like(y, num_classes), y)
 
     x_t = _q_sample(x0, t, sched, noise)                                     # DDPM eq. (4)
-    per_elem = (model(x_t, t, y) - noise).float().pow(2)                     # (B, ...)
-    per_sample = per_elem.reshape(B, -1).mean(dim=1)                         # (B,)
+    eps_hat = model(x_t, t, y)
+    if not torch.is_tensor(eps_hat) or eps_hat.shape != noise.shape:
+        got = tuple(eps_hat.shape) if torch.is_tensor(eps_hat) else type(eps_hat).__name__
+        raise ValueError(f"the model output (eps_hat) must have the shape of x0 {tuple(x0.shape)}, got {got}")
+    err = eps_hat - noise                                                    # (B, ...)
+    if err.dtype != torch.float64:
+        err = err.float()                    # half precision -> float32 for the loss; float64 stays float64
+    per_sample = err.pow(2).reshape(B, -1).mean(dim=1)                       # (B,)
     return per_sample.mean() if reduction == "mean" else per_sample

@@ -67,9 +67,16 @@ class NoiseSchedule:
                 f"got values in [{float(betas.min())}, {float(betas.max())}]"
             )
         alphas = 1.0 - betas
+        if bool((alphas == 1).any()):
+            # A beta below float64's resolution near 1 (~1.1e-16) gives alpha = 1 exactly, hence 1 - alpha_bar = 0
+            # and a 0/0 posterior variance (DDPM eq. 7).
+            raise ValueError(
+                "betas must be large enough that 1 - beta < 1 in float64 (beta > ~1.1e-16); "
+                f"got a smallest beta of {float(betas.min())}"
+            )
         alpha_bars = torch.cumprod(alphas, dim=0)                       # (T,)
         alpha_bars_prev = torch.cat([alpha_bars.new_ones(1), alpha_bars[:-1]])
-        one_minus = 1.0 - alpha_bars                                    # > 0 because beta_1 > 0
+        one_minus = 1.0 - alpha_bars                                    # > 0 because alpha_1 < 1 (checked above)
         set_ = object.__setattr__
         set_(self, "betas", betas)
         set_(self, "alphas", alphas)
@@ -120,7 +127,8 @@ class NoiseSchedule:
     def from_name(cls, name: str, T: int = 1000, **kwargs) -> "NoiseSchedule":
         """``NoiseSchedule.from_name("cosine", T=1000)`` — the schedules by name, for configs and the CLI."""
         if name not in SCHEDULE_NAMES:
-            raise ValueError(f"schedule must be one of {', '.join(map(repr, SCHEDULE_NAMES))}; got {name!r}")
+            raise ValueError(f"name must be one of {', '.join(map(repr, SCHEDULE_NAMES))} (the schedule); "
+                             f"got {name!r}")
         return getattr(cls, name)(T=T, **kwargs)
 
     def rescale_zero_terminal_snr(self) -> "NoiseSchedule":
