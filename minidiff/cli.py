@@ -6,9 +6,12 @@ and DDIM, no training — and reports how close the samples land to the data.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -43,6 +46,170 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ train
+def _add_train_parser(sub) -> None:
+    from .train import DATASETS, MODELS, TOY_DATASETS, TrainConfig
+
+    d = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    p = sub.add_parser(
+        "train", help="train a noise predictor (U-Net on images, MLP on 2D toy data)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a noise predictor with L_simple (DDPM Algorithm 1): AdamW, EMA of the weights, sample "
+                    "grids\nand checkpoints in --out. Runs on CUDA (bf16 autocast), MPS or the CPU, whichever is "
+                    "there.\nUnder `torchrun --nproc_per_node N` the same command trains on N processes (DDP).",
+        epilog="examples:\n"
+               "  python -m minidiff train --dataset 8gaussians --steps 3000 --lr 1e-3 --out runs/toy\n"
+               "  python -m minidiff train --dataset fashion-mnist --model tiny --conditional --steps 20000 "
+               "--out runs/fmnist\n"
+               "  python -m minidiff train --out runs/fmnist --resume --steps 40000     # continue a run\n"
+               "  torchrun --nproc_per_node 4 -m minidiff train --dataset cifar10 --model ddpm-cifar10 "
+               "--out runs/cifar")
+    g = p.add_argument_group("data and model")
+    g.add_argument("--dataset", choices=DATASETS, default=None,
+                   help=f"training data (default: {d['dataset']})")
+    g.add_argument("--limit", type=int, metavar="N", help="use only the first N training examples")
+    g.add_argument("--model", choices=MODELS, default=None,
+                   help=f"U-Net preset for images, 'mlp' for 2D data (default: {d['model']} for images, mlp for "
+                        f"{', '.join(TOY_DATASETS)})")
+    g.add_argument("--conditional", action="store_true", default=None,
+                   help="class-conditional model, trained with label dropout for classifier-free guidance")
+    g.add_argument("--p-uncond", type=float, metavar="P", help="label dropout probability (default: 0.1 if "
+                                                                "--conditional)")
+    g.add_argument("--schedule", choices=("linear", "cosine", "sigmoid"), help=f"noise schedule (default: "
+                                                                              f"{d['schedule']})")
+    g.add_argument("--T", type=int, help=f"diffusion steps (default: {d['T']})")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, help=f"optimizer steps (default: {d['steps']})")
+    g.add_argument("--batch-size", type=int, help=f"examples per step and process (default: {d['batch_size']})")
+    g.add_argument("--lr", type=float, help=f"AdamW learning rate (default: {d['lr']})")
+    g.add_argument("--warmup", type=int, help=f"linear learning-rate warm-up steps (default: {d['warmup']})")
+    g.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default: {d['weight_decay']})")
+    g.add_argument("--grad-clip", type=float, help=f"max gradient norm, 0 for none (default: {d['grad_clip']})")
+    g.add_argument("--ema-decay", type=float, help=f"EMA decay of the weights (default: {d['ema_decay']})")
+    g.add_argument("--seed", type=int, help=f"seed of the run (default: {d['seed']})")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", help="output folder for ckpt.pt and samples/ (default: runs/<dataset>)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (options given here override its config; "
+                        "only the step counts, output and device options may change)")
+    g.add_argument("--log-every", type=int, metavar="K", help=f"read the loss every K steps (default: {d['log_every']})")
+    g.add_argument("--sample-every", type=int, metavar="K",
+                   help=f"sample grid every K steps, 0 = never (default: {d['sample_every']})")
+    g.add_argument("--sample-n", type=int, metavar="N", help="samples per grid (default: 64 images, 2000 points)")
+    g.add_argument("--sample-steps", type=int, help=f"DDIM steps for the grids (default: {d['sample_steps']})")
+    g.add_argument("--checkpoint-every", type=int, metavar="K",
+                   help=f"checkpoint every K steps, 0 = only at the end (default: {d['checkpoint_every']})")
+    g.add_argument("--device", help="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:1', 'mps' (default: auto)")
+    g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast (default: on with CUDA, off otherwise)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=train_command)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from .checkpoint import read_checkpoint
+    from .train import CHECKPOINT_NAME, TOY_DATASETS, TrainConfig, train
+
+    names = ("dataset", "limit", "model", "conditional", "p_uncond", "schedule", "T", "steps", "batch_size", "lr",
+             "warmup", "weight_decay", "grad_clip", "ema_decay", "seed", "log_every", "sample_every", "sample_n",
+             "sample_steps", "checkpoint_every", "out", "device", "bf16")
+    given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if given.get("grad_clip") == 0:
+        given["grad_clip"] = None
+    rank0 = os.environ.get("RANK", "0") == "0"
+    try:
+        dataset = given.get("dataset", "fashion-mnist")
+        given.setdefault("out", f"runs/{dataset}")
+        if args.resume:      # start from the checkpoint's config; options given here override it
+            saved = read_checkpoint(Path(given["out"]) / CHECKPOINT_NAME)["config"]["train"]
+            given = {**saved, **given}
+        elif dataset in TOY_DATASETS:
+            given.setdefault("model", "mlp")
+        config = TrainConfig(**given)
+        start = time.perf_counter()
+        result = train(config, resume=args.resume, progress=not args.quiet)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
+        print(f"minidiff train: error: {e}", file=sys.stderr)
+        return 1
+    if rank0:
+        tail = result.losses[-min(100, len(result.losses)):]
+        print(f"trained {config.model} on {config.dataset} for {config.steps} steps in "
+              f"{time.perf_counter() - start:.1f} s; mean loss of the last {len(tail)} steps {sum(tail) / len(tail):.4f}")
+        print(f"checkpoint: {result.checkpoint}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ sample
+def _add_sample_parser(sub) -> None:
+    p = sub.add_parser(
+        "sample", help="draw samples from a trained checkpoint and save them as a PNG",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Draw samples from a checkpoint's EMA model with DDIM or DDPM and write a PNG: an image grid "
+                    "for image\nmodels (one column per class for conditional ones), a scatter plot for 2D models.",
+        epilog="examples:\n"
+               "  python -m minidiff sample --ckpt checkpoints/toy-2d.pt --out toy.png\n"
+               "  python -m minidiff sample --ckpt runs/fmnist/ckpt.pt --guidance 3 --label 7 --n 16 --out bags.png\n"
+               "  python -m minidiff sample --ckpt runs/fmnist/ckpt.pt --sampler ddpm --out ddpm.png")
+    p.add_argument("--ckpt", required=True, metavar="PATH", help="checkpoint written by `minidiff train`")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler (default: ddim)")
+    p.add_argument("--steps", type=int, help="DDIM steps (default: 50; DDPM always takes all T steps)")
+    p.add_argument("--eta", type=float, help="DDIM noise level: 0 deterministic, 1 DDPM-like (default: 0)")
+    p.add_argument("--guidance", type=float, default=1.0, metavar="S",
+                   help="classifier-free guidance scale s: 1 plain conditional, 0 unconditional (default: 1)")
+    p.add_argument("--label", type=int, help="class of every sample (default: all classes in turn); "
+                                             "conditional models only")
+    p.add_argument("--n", type=int, help="number of samples (default: 64 images, 2000 points)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+    p.add_argument("--clip-x0", type=float, metavar="B", help="clip the predicted x_0 to [-B, B] (default: no clip)")
+    p.add_argument("--raw-weights", action="store_true", help="use the training weights instead of the EMA")
+    p.add_argument("--device", default=None, help="device (default: CUDA, then MPS, then CPU)")
+    p.add_argument("--out", default="samples.png", metavar="PNG", help="output image (default: samples.png)")
+    p.set_defaults(func=sample_command)
+
+
+def sample_command(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .plot import save_image_grid, save_scatter_2d
+
+    try:
+        model, sched, config = load_model(args.ckpt, ema=not args.raw_weights, device=args.device)
+        shape = tuple(config["sample_shape"])
+        is_2d = len(shape) == 1
+        n = args.n if args.n is not None else (2000 if is_2d else 64)
+        if n < 1:
+            raise ValueError(f"--n must be >= 1, got {n}")
+        if args.sampler == "ddpm" and (args.steps is not None or args.eta is not None):
+            raise ValueError("--steps and --eta apply to --sampler ddim only (DDPM takes all T steps)")
+        num_classes = model.num_classes
+        if num_classes is None and (args.label is not None or args.guidance != 1.0):
+            raise ValueError("--label and --guidance need a class-conditional model; this checkpoint's is not")
+        if args.label is not None and not 0 <= args.label < num_classes:
+            raise ValueError(f"--label must be in [0, {num_classes - 1}], got {args.label}")
+        y = None
+        if num_classes is not None:
+            y = torch.full((n,), args.label) if args.label is not None else torch.arange(n) % num_classes
+        gen = torch.Generator().manual_seed(args.seed)
+        common = dict(y=y, guidance_scale=args.guidance, clip_x0=args.clip_x0, generator=gen)
+        start = time.perf_counter()
+        if args.sampler == "ddim":
+            steps = 50 if args.steps is None else args.steps
+            x = ddim_sample(model, (n, *shape), sched, steps=steps, eta=args.eta or 0.0, **common)
+            how = f"DDIM-{steps}, eta={args.eta or 0.0}"
+        else:
+            x = ddpm_sample(model, (n, *shape), sched, **common)
+            how = f"DDPM-{sched.T}"
+        seconds = time.perf_counter() - start
+        if is_2d:
+            save_scatter_2d(x, args.out, title=f"{n} samples, {how}")
+        else:
+            save_image_grid(x, args.out, nrow=num_classes if args.label is None else None)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"minidiff sample: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: {n} samples ({how}, guidance {args.guidance}) in {seconds:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m minidiff", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
@@ -52,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=512, help="samples per sampler")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=demo)
+    _add_train_parser(sub)
+    _add_sample_parser(sub)
     return parser
 
 

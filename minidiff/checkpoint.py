@@ -1,0 +1,217 @@
+"""Checkpoints: one file holds a training run's state, and rebuilds its model for sampling.
+
+A checkpoint is a ``torch.save`` of a dict made only of tensors, numbers, strings and plain containers, so it
+loads with ``torch.load(weights_only=True)``: loading never runs code from the file. The configuration (model
+class and constructor arguments, schedule betas, training config) is stored as one JSON string inside. A
+SHA-256 digest of everything else detects a damaged file, which the zip container alone does not. Files are
+written atomically: a temporary file in the same folder, flushed to disk, then renamed over the old one, so a
+crash mid-write leaves the previous checkpoint intact.
+
+    model, sched, config = minidiff.load_model("checkpoints/toy-2d.pt")   # the EMA weights, ready to sample
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .mlp import MLPDenoiser
+from .runtime import default_device
+from .schedules import NoiseSchedule
+from .unet import UNet
+
+FORMAT = "minidiff-checkpoint"
+VERSION = 1
+KEYS = ("format", "version", "config", "step", "model", "ema", "optimizer", "rng", "losses", "digest")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: truncated, corrupt, unsafe, incomplete or from a different run."""
+
+
+# ------------------------------------------------------------------------------------------ models
+def _model_classes() -> dict:
+    return {"UNet": UNet, "MLPDenoiser": MLPDenoiser}
+
+
+def model_spec(model: torch.nn.Module) -> dict:
+    """``{"class": name, "config": kwargs}``: what :func:`build_model` needs to rebuild ``model``."""
+    name = type(model).__name__
+    if name not in _model_classes():
+        raise TypeError(f"model must be one of {', '.join(_model_classes())} to be checkpointed, got {name}")
+    config = dict(model.config)
+    json.dumps(config)                                   # fails loudly if a constructor argument is not JSON-able
+    return {"class": name, "config": config}
+
+
+def build_model(spec: dict) -> torch.nn.Module:
+    """A freshly initialised model from a :func:`model_spec` dict."""
+    classes = _model_classes()
+    if not isinstance(spec, dict) or spec.get("class") not in classes or not isinstance(spec.get("config"), dict):
+        raise CheckpointError(f"model spec must be {{'class': one of {list(classes)}, 'config': dict}}, got {spec!r:.200}")
+    return classes[spec["class"]](**spec["config"])
+
+
+# ------------------------------------------------------------------------------------------ save
+def save_checkpoint(path, *, model: torch.nn.Module, ema_model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, step: int, sched: NoiseSchedule, train_config: dict,
+                    sample_shape: tuple[int, ...], rng: list, losses: list[float]) -> Path:
+    """Write a training run's state to ``path`` atomically; returns the path.
+
+    Args:
+        model, ema_model: the trained model and its EMA copy (unwrapped modules).
+        sample_shape: the shape of one example, (C, H, W) or (dim,).
+        step: optimizer steps taken. rng: the random-number states needed to continue exactly (per process).
+        train_config: the JSON-able training configuration. losses: the per-step loss history.
+    """
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": json.dumps({"model": model_spec(model), "schedule": sched.config(), "train": train_config,
+                              "sample_shape": [int(s) for s in sample_shape]}),
+        "step": int(step),
+        "model": _cpu(model.state_dict()),
+        "ema": _cpu(ema_model.state_dict()),
+        "optimizer": _cpu(optimizer.state_dict()),
+        "rng": _cpu(rng),
+        "losses": torch.tensor(losses, dtype=torch.float64),
+    }
+    payload["digest"] = _digest(payload)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ load
+def read_checkpoint(path) -> dict:
+    """Load and verify a checkpoint (on the CPU). The ``"config"`` entry comes back parsed into a dict.
+
+    Raises ``FileNotFoundError`` if there is no file and :class:`CheckpointError` (a ``ValueError``) if it is
+    truncated, corrupt, not a minidiff checkpoint, missing entries, or holds pickled objects other than
+    tensors and plain containers (``torch.load(weights_only=True)`` refuses those; we never retry unsafely).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was rejected by torch.load(weights_only=True): it is corrupt or holds "
+            f"pickled Python objects other than tensors and plain containers, which minidiff never loads "
+            f"({str(e).splitlines()[0][:200]})") from e
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt: torch.load failed with "
+                              f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a minidiff checkpoint (no format={FORMAT!r} entry)")
+    missing = [k for k in KEYS if k not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} is missing entries {missing}; a complete one has {list(KEYS)}")
+    if payload["version"] != VERSION:
+        raise CheckpointError(f"checkpoint {str(path)!r} has format version {payload['version']!r}; "
+                              f"this minidiff reads version {VERSION}")
+    if payload["digest"] != _digest(payload):
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: its contents do not match the SHA-256 "
+                              "digest stored in it")
+    try:
+        config = json.loads(payload["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} has an unreadable config entry: {e}") from e
+    missing = [k for k in ("model", "schedule", "train", "sample_shape") if k not in config]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} config is missing {missing}")
+    return {**payload, "config": config}
+
+
+def load_model(path, *, ema: bool = True, device=None) -> tuple[torch.nn.Module, NoiseSchedule, dict]:
+    """Rebuild the model saved in a checkpoint, ready to sample.
+
+    Args:
+        path: a file written by the trainer (``python -m minidiff train``).
+        ema: load the EMA weights (default; what samples should use) or, if False, the raw training weights.
+        device: where to put the model; default :func:`minidiff.default_device`.
+
+    Returns:
+        ``(model, sched, config)``: the model (``UNet`` or ``MLPDenoiser``, in eval mode), its
+        :class:`NoiseSchedule`, and the stored configuration dict: ``"model"`` (class and constructor
+        arguments), ``"schedule"``, ``"train"`` (the training config), ``"sample_shape"`` (one example's
+        shape, e.g. ``[1, 28, 28]`` or ``[2]``) and ``"step"`` (optimizer steps trained).
+    """
+    if not isinstance(ema, bool):
+        raise TypeError(f"ema must be a bool, got {ema!r}")
+    payload = read_checkpoint(path)
+    config = payload["config"]
+    model = build_model(config["model"])
+    try:
+        model.load_state_dict(payload["ema" if ema else "model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} weights do not fit its model config: {e}") from e
+    sched = NoiseSchedule.from_config(config["schedule"])
+    device = default_device() if device is None else torch.device(device)
+    return model.to(device).eval(), sched, {**config, "step": payload["step"]}
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _cpu(obj):
+    """A copy of a nested dict/list of tensors with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def _digest(payload: dict) -> str:
+    """SHA-256 over every entry except ``"digest"``: keys, tensor dtypes, shapes and bytes, other values' repr."""
+    h = hashlib.sha256()
+
+    def visit(obj, key: str) -> None:
+        if isinstance(obj, dict):
+            for k in sorted(obj, key=str):
+                visit(obj[k], f"{key}/{k}")
+        elif isinstance(obj, (list, tuple)):
+            h.update(f"{key}:{type(obj).__name__}[{len(obj)}]".encode())
+            for i, v in enumerate(obj):
+                visit(v, f"{key}/{i}")
+        elif isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+        else:
+            h.update(f"{key}={obj!r}".encode())
+
+    visit({k: v for k, v in payload.items() if k != "digest"}, "")
+    return h.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
