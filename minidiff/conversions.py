@@ -16,7 +16,9 @@ import torch
 
 # Guard for the x_0-from-eps division where alpha_bar reaches 0 (zero terminal SNR, Lin et al. 2023).
 # There an eps prediction carries no information about x_0; dividing by sqrt(ALPHA_BAR_MIN) instead of 0
-# keeps the estimate finite (diffusers uses the same floor, 2**-24, for the zero-SNR Euler sigmas).
+# keeps the estimate finite (diffusers uses the same value, 2**-24, for the zero-SNR Euler sigmas).
+# Only an alpha_bar of exactly 0 is replaced: a small positive one is a valid schedule entry (the cosine
+# schedule ends at alpha_bar ~ 2.4e-9 < 2**-24) and must be inverted exactly.
 ALPHA_BAR_MIN = 2.0**-24
 
 
@@ -25,8 +27,11 @@ Scalar = float | torch.Tensor   # a Python float, or a tensor broadcasting again
 
 def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: Scalar) -> torch.Tensor:
     """Predicted clean data from a noise prediction (guarded where alpha_bar = 0)."""
-    floored = alpha_bar.clamp(min=ALPHA_BAR_MIN) if torch.is_tensor(alpha_bar) else max(alpha_bar, ALPHA_BAR_MIN)
-    return (x_t - (1.0 - alpha_bar) ** 0.5 * eps) / floored**0.5
+    if torch.is_tensor(alpha_bar):
+        safe = torch.where(alpha_bar > 0, alpha_bar, ALPHA_BAR_MIN)
+    else:
+        safe = alpha_bar if alpha_bar > 0 else ALPHA_BAR_MIN
+    return (x_t - (1.0 - alpha_bar) ** 0.5 * eps) / safe**0.5
 
 
 def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar: Scalar) -> torch.Tensor:

@@ -31,6 +31,9 @@ def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) 
     Introduced in chapter 7.
     """
     scale = check_real(scale, "scale")
+    for name, eps in (("eps_uncond", eps_uncond), ("eps_cond", eps_cond)):
+        if not torch.is_tensor(eps) or not eps.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {type(eps).__name__}")
     if eps_uncond.shape != eps_cond.shape:
         raise ValueError(f"eps_cond must have the shape of eps_uncond: got {tuple(eps_cond.shape)} vs "
                          f"{tuple(eps_uncond.shape)}")
@@ -45,7 +48,15 @@ def guided_eps(model, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None
     unconditional), combined by :func:`cfg_combine`.
     """
     if y is None or guidance_scale == 1.0:
-        return model(x_t, t, y)
-    eps_cond = model(x_t, t, y)
-    eps_uncond = model(x_t, t, None)
+        return _checked(model(x_t, t, y), x_t)
+    eps_cond = _checked(model(x_t, t, y), x_t)
+    eps_uncond = _checked(model(x_t, t, None), x_t)
     return cfg_combine(eps_uncond, eps_cond, guidance_scale)
+
+
+def _checked(eps: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+    """A model's noise prediction must have the shape of x_t (a silent broadcast would corrupt sampling)."""
+    if not torch.is_tensor(eps) or eps.shape != x_t.shape:
+        got = tuple(eps.shape) if torch.is_tensor(eps) else type(eps).__name__
+        raise ValueError(f"the model output (eps) must have the shape of x_t {tuple(x_t.shape)}, got {got}")
+    return eps

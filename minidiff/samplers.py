@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from ._validate import check_choice, check_int, check_labels, check_real, check_tensor, randn
+from ._validate import check_choice, check_int, check_labels, check_real, check_same_shape, check_tensor, randn
 from .conventions import ddim_sigma
 from .conversions import eps_from_x0, x0_from_eps
 from .guidance import guided_eps, num_classes_of
@@ -39,8 +39,7 @@ def _start(model, shape, sched, x_T, generator, device, dtype, y, guidance_scale
     if len(shape) < 1 or any(not isinstance(s, int) or s < 1 for s in shape):
         raise ValueError(f"shape must be a tuple of positive ints (B, ...), got {shape}")
     guidance_scale = check_real(guidance_scale, "guidance_scale")
-    if clip_x0 is not None:
-        check_real(clip_x0, "clip_x0", low=0, low_open=True)
+    _check_clip(clip_x0)
     if y is None and guidance_scale != 1.0:
         raise ValueError(f"guidance_scale={guidance_scale} needs class labels y (guidance compares the "
                          "conditional and unconditional predictions); pass y or use guidance_scale=1")
@@ -59,6 +58,11 @@ def _start(model, shape, sched, x_T, generator, device, dtype, y, guidance_scale
 
 def _clip(x0_hat: torch.Tensor, clip_x0: float | None) -> torch.Tensor:
     return x0_hat if clip_x0 is None else x0_hat.clamp(-clip_x0, clip_x0)
+
+
+def _check_clip(clip_x0: float | None) -> None:
+    if clip_x0 is not None:
+        check_real(clip_x0, "clip_x0", low=0, low_open=True)
 
 
 def _alpha_bar(sched: NoiseSchedule, t: int) -> float:
@@ -80,12 +84,16 @@ def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, sched: NoiseSchedule
     Returns (x_{t-1}, x0_hat). ``noise`` (B, ...) is required when ``t > 0``.
     """
     t = check_int(t, "t", low=0, high=sched.T - 1)
+    variance = check_choice(variance, "variance", VARIANCES)
+    _check_clip(clip_x0)
+    check_same_shape(x_t, eps, "x_t", "eps")
     x0_hat = _clip(x0_from_eps(x_t, eps, _alpha_bar(sched, t)), clip_x0)
     mean = float(sched.posterior_mean_coef_x0[t]) * x0_hat + float(sched.posterior_mean_coef_xt[t]) * x_t
     if t == 0:
         return mean, x0_hat
     if noise is None:
         raise ValueError(f"noise is required for the DDPM step at t={t} > 0")
+    check_same_shape(x_t, noise, "x_t", "noise")
     var = sched.posterior_variance[t] if variance == "beta_tilde" else sched.betas[t]
     return mean + float(var) ** 0.5 * noise, x0_hat
 
@@ -174,9 +182,13 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, sched: 
     t = check_int(t, "t", low=0, high=sched.T - 1)
     t_prev = check_int(t_prev, "t_prev", low=-1, high=t - 1)
     eta = check_real(eta, "eta", low=0.0)
+    _check_clip(clip_x0)
+    check_same_shape(x_t, eps, "x_t", "eps")
     a, a_prev, sigma = _ddim_coefficients(sched, t, t_prev, eta)
-    if sigma > 0 and noise is None:
-        raise ValueError(f"noise is required for the DDIM step {t} -> {t_prev} with eta={eta}")
+    if sigma > 0:
+        if noise is None:
+            raise ValueError(f"noise is required for the DDIM step {t} -> {t_prev} with eta={eta}")
+        check_same_shape(x_t, noise, "x_t", "noise")
     return _ddim_update(x_t, eps, a, a_prev, sigma=sigma, clip_x0=clip_x0, noise=noise)
 
 
