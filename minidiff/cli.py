@@ -96,7 +96,7 @@ def _add_train_parser(sub) -> None:
     g.add_argument("--sample-every", type=int, metavar="K",
                    help=f"sample grid every K steps, 0 = never (default: {d['sample_every']})")
     g.add_argument("--sample-n", type=int, metavar="N", help="samples per grid (default: 64 images, 2000 points)")
-    g.add_argument("--sample-steps", type=int, help=f"DDIM steps for the grids (default: {d['sample_steps']})")
+    g.add_argument("--sample-steps", type=int, help="DDIM steps for the grids (default: 50, at most T)")
     g.add_argument("--checkpoint-every", type=int, metavar="K",
                    help=f"checkpoint every K steps, 0 = only at the end (default: {d['checkpoint_every']})")
     g.add_argument("--device", help="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:1', 'mps' (default: auto)")
@@ -152,7 +152,7 @@ def _add_sample_parser(sub) -> None:
                "  python -m minidiff sample --ckpt runs/fmnist/ckpt.pt --sampler ddpm --out ddpm.png")
     p.add_argument("--ckpt", required=True, metavar="PATH", help="checkpoint written by `minidiff train`")
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler (default: ddim)")
-    p.add_argument("--steps", type=int, help="DDIM steps (default: 50; DDPM always takes all T steps)")
+    p.add_argument("--steps", type=int, help="DDIM steps (default: 50, at most T; DDPM always takes all T steps)")
     p.add_argument("--eta", type=float, help="DDIM noise level: 0 deterministic, 1 DDPM-like (default: 0)")
     p.add_argument("--guidance", type=float, default=1.0, metavar="S",
                    help="classifier-free guidance scale s: 1 plain conditional, 0 unconditional (default: 1)")
@@ -172,6 +172,8 @@ def sample_command(args: argparse.Namespace) -> int:
     from .plot import save_image_grid, save_scatter_2d
 
     try:
+        if not args.out.lower().endswith(".png"):       # fail before sampling, not after
+            raise ValueError(f"--out must end in .png, got {args.out!r}")
         model, sched, config = load_model(args.ckpt, ema=not args.raw_weights, device=args.device)
         shape = tuple(config["sample_shape"])
         is_2d = len(shape) == 1
@@ -192,7 +194,7 @@ def sample_command(args: argparse.Namespace) -> int:
         common = dict(y=y, guidance_scale=args.guidance, clip_x0=args.clip_x0, generator=gen)
         start = time.perf_counter()
         if args.sampler == "ddim":
-            steps = 50 if args.steps is None else args.steps
+            steps = min(50, sched.T) if args.steps is None else args.steps
             x = ddim_sample(model, (n, *shape), sched, steps=steps, eta=args.eta or 0.0, **common)
             how = f"DDIM-{steps}, eta={args.eta or 0.0}"
         else:

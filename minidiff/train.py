@@ -78,7 +78,8 @@ class TrainConfig:
         ema_decay: EMA decay in [0, 1), warmed up as min(ema_decay, (1 + step) / (10 + step)).
         seed: the run's seed (initial weights, data order, noise).
         log_every: steps between loss read-outs (the only host syncs). sample_every: steps between sample
-            grids drawn with the EMA model (DDIM, ``sample_steps`` steps, ``sample_n`` samples; 0 = never).
+            grids drawn with the EMA model (0 = never): DDIM with ``sample_steps`` steps (default min(50, T)),
+            ``sample_n`` samples (default 64 images or 2000 points).
             checkpoint_every: steps between checkpoints (0 = only at the end).
         out: output folder: ``ckpt.pt`` and ``samples/``.
         device: ``"auto"`` (CUDA, then MPS, then CPU) or a torch device string.
@@ -104,7 +105,7 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 1000
     sample_n: int | None = None
-    sample_steps: int = 50
+    sample_steps: int | None = None
     checkpoint_every: int = 1000
     out: str = "runs/minidiff"
     device: str = "auto"
@@ -140,6 +141,8 @@ class TrainConfig:
             raise ValueError(f"p_uncond must be 0 for an unconditional model, got {self.p_uncond}")
         check_choice(self.schedule, "schedule", SCHEDULE_NAMES)
         check_int(self.T, "T", low=2)
+        if self.sample_steps is None:
+            set_("sample_steps", min(50, self.T))
         for name in ("steps", "batch_size", "log_every", "sample_steps"):
             check_int(getattr(self, name), name, low=1)
         for name in ("warmup", "seed", "sample_every", "checkpoint_every"):

@@ -1,0 +1,222 @@
+"""Checkpoints: they round-trip, and every kind of damaged or foreign file is refused with nothing overwritten."""
+import pickle
+import random
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from minidiff.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from minidiff.mlp import MLPDenoiser
+from minidiff.schedules import NoiseSchedule
+from minidiff.train import TrainConfig, train
+from minidiff.unet import UNet
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def config(tmp_path, **kw):
+    base = dict(dataset="moons", model="mlp", model_kwargs={"hidden": 32, "num_layers": 1}, T=100, batch_size=32,
+                steps=4, warmup=0, sample_every=0, checkpoint_every=0, limit=256, out=str(tmp_path / "run"))
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture
+def run(tmp_path):
+    """A finished 4-step run: (config, result, checkpoint path)."""
+    cfg = config(tmp_path)
+    result = train(cfg, progress=False)
+    return cfg, result, result.checkpoint
+
+
+def test_load_model_rebuilds_the_ema_model(run):
+    cfg, result, path = run
+    model, sched, saved = load_model(path, device="cpu")
+    assert type(model) is MLPDenoiser and not model.training
+    assert torch.equal(sched.betas, result.sched.betas) and sched.name == "cosine"
+    assert saved["train"] == cfg.to_dict() and saved["step"] == 4
+    x, t = torch.randn(5, 2), torch.arange(5)
+    with torch.no_grad():
+        assert torch.equal(model(x, t), result.ema_model(x, t))
+        raw, _, _ = load_model(path, ema=False, device="cpu")
+        assert torch.equal(raw(x, t), result.model(x, t))
+        assert not torch.equal(raw(x, t), model(x, t))
+
+
+def test_load_model_rebuilds_a_conditional_unet(tmp_path):
+    unet = UNet(base_channels=8, channel_mults=(1, 2), attention_levels=(False, True), num_groups=4, num_classes=3)
+    opt = torch.optim.AdamW(unet.parameters())
+    path = save_checkpoint(tmp_path / "u.pt", model=unet, ema_model=unet, optimizer=opt, step=0,
+                           sched=NoiseSchedule.linear(T=10), train_config={},
+                           sample_shape=(1, 8, 8), rng=[], losses=[])
+    model, sched, saved = load_model(path, device="cpu")
+    assert type(model) is UNet and model.num_classes == 3 and model.config == unet.config
+    assert sched.T == 10 and saved["sample_shape"] == [1, 8, 8]
+    x, t, y = torch.randn(2, 1, 8, 8), torch.tensor([1, 2]), torch.tensor([0, 3])
+    with torch.no_grad():
+        assert torch.equal(model(x, t, y), unet(x, t, y))
+
+
+def test_save_is_atomic_and_a_failed_save_keeps_the_old_file(run, monkeypatch):
+    _, result, path = run
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model=result.model, ema_model=result.ema_model,
+                        optimizer=torch.optim.AdamW(result.model.parameters()), step=99, sched=result.sched,
+                        train_config={}, sample_shape=(2,), rng=[], losses=[])
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt.pt"]     # no temporary file left behind
+
+
+# ------------------------------------------------------------------------------------------ faults
+def _truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _bit_flipped(path: Path) -> None:
+    """Flip one byte inside the model weights: the zip container still reads, the digest catches it."""
+    raw = bytearray(path.read_bytes())
+    weights = torch.load(path, weights_only=True)["model"]["out.weight"]
+    needle = weights.numpy().tobytes()
+    at = bytes(raw).find(needle)
+    assert at > 0, "the weights' bytes are stored verbatim in the zip archive"
+    raw[at + 1] ^= 0x40
+    path.write_bytes(bytes(raw))
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(random.Random(0).randbytes(4096))
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+class _Payload:
+    """Unpickling this calls ``open(marker, "w")``: a visible side effect if arbitrary code ever ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _pickled_object(path: Path) -> None:
+    payload = torch.load(path, weights_only=True)
+    payload["losses"] = _Payload(path.parent / "pwned")
+    with open(path, "wb") as f:
+        torch.save(payload, f)
+
+
+def _plain_pickle(path: Path) -> None:
+    with open(path, "wb") as f:
+        pickle.dump({"format": "minidiff-checkpoint", "x": _Payload(path.parent / "pwned")}, f, protocol=2)
+
+
+def _missing_key(path: Path) -> None:
+    payload = torch.load(path, weights_only=True)
+    del payload["optimizer"]
+    torch.save(payload, path)
+
+
+def _not_minidiff(path: Path) -> None:
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, path)
+
+
+def _bad_config_json(path: Path) -> None:
+    from minidiff.checkpoint import _digest
+    payload = torch.load(path, weights_only=True)
+    payload["config"] = payload["config"][:-5]
+    payload["digest"] = _digest(payload)              # a consistent digest: only the JSON is wrong
+    torch.save(payload, path)
+
+
+FAULTS = {
+    "truncated": (_truncated, "truncated or corrupt"),
+    "bit-flipped": (_bit_flipped, "corrupt: its contents do not match"),
+    "garbage": (_garbage, "corrupt|truncated"),
+    "empty": (_empty, "truncated or corrupt"),
+    "pickled-object": (_pickled_object, "weights_only=True"),
+    "plain-pickle": (_plain_pickle, "weights_only=True"),
+    "missing-key": (_missing_key, r"missing entries \['optimizer'\]"),
+    "not-minidiff": (_not_minidiff, "not a minidiff checkpoint"),
+    "bad-config-json": (_bad_config_json, "unreadable config"),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_damaged_checkpoint_is_refused_and_left_alone(run, fault):
+    cfg, _, path = run
+    damage, message = FAULTS[fault]
+    damage(path)
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_model(path, device="cpu")
+    assert str(path) in str(info.value)
+    with pytest.raises(CheckpointError, match=message):    # resuming fails the same way, before writing
+        train(config(path.parent.parent, steps=8), resume=True, progress=False)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt.pt"]  # no samples, no temp files, no 'pwned'
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(lr=0.5), "lr"),
+    (dict(seed=7), "seed"),
+    (dict(model_kwargs={"hidden": 16, "num_layers": 1}), "model_kwargs"),
+    (dict(dataset="8gaussians"), "dataset"),
+    (dict(batch_size=16), "batch_size"),
+])
+def test_resume_with_a_different_config_is_refused(run, change, field):
+    cfg, _, path = run
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError, match=rf"config differs .* in {field}: checkpoint"):
+        train(config(path.parent.parent, steps=8, **change), resume=True, progress=False)
+    assert path.read_bytes() == before
+
+
+def test_resume_may_change_the_step_budget_and_logging(run):
+    cfg, _, path = run
+    result = train(config(path.parent.parent, steps=6, log_every=2, sample_every=3, sample_steps=2),
+                   resume=True, progress=False)
+    assert len(result.losses) == 6
+    assert read_checkpoint(path)["step"] == 6
+
+
+def test_resume_to_fewer_steps_than_done_is_refused(run):
+    with pytest.raises(ValueError, match="steps=2 is below the checkpoint's step 4"):
+        train(config(run[2].parent.parent, steps=2), resume=True, progress=False)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "nope.pt")
+
+
+def test_every_torch_load_in_the_package_is_weights_only():
+    package = Path(__file__).resolve().parent.parent / "minidiff"
+    calls = []
+    for source in package.glob("*.py"):
+        text = source.read_text()
+        for match in re.finditer(r"torch\.load\(", text):
+            depth, end = 1, match.end()
+            while depth:                                  # find the call's closing parenthesis
+                depth += {"(": 1, ")": -1}.get(text[end], 0)
+                end += 1
+            calls.append((source.name, text[match.start():end]))
+    assert calls, "the package loads checkpoints somewhere"
+    unsafe = [c for c in calls if "weights_only=True" not in c[1]]
+    assert not unsafe, unsafe
