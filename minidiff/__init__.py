@@ -27,3 +27,16 @@ __all__ = [
     "paper_t", "index_from_paper_t", "ddim_paper_alpha", "cfg_w_from_scale", "scale_from_cfg_w", "ddim_sigma",
     "default_device", "quick_mode",
 ]
+
+# models (chapters 3-4), data, and the offline quality metric
+from . import data, evaluate
+from .data import FASHION_MNIST_CLASSES, TensorLoader, load_cifar10, load_fashion_mnist, load_mnist, toy_2d
+from .evaluate import Classifier, class_agreement, evaluate_samples, fd_cls, frechet_distance, load_classifier
+from .mlp import MLPDenoiser
+from .unet import UNet, n_params, timestep_embedding
+
+__all__ += [
+    "UNet", "MLPDenoiser", "n_params", "timestep_embedding",
+    "data", "load_fashion_mnist", "load_mnist", "load_cifar10", "toy_2d", "TensorLoader", "FASHION_MNIST_CLASSES",
+    "evaluate", "Classifier", "load_classifier", "frechet_distance", "fd_cls", "class_agreement", "evaluate_samples",
+]
