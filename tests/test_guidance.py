@@ -1,0 +1,109 @@
+"""Classifier-free guidance (chapter 7): eps = eps_uncond + s (eps_cond - eps_uncond), and its cost in model calls."""
+import pytest
+import torch
+
+import minidiff as md
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Counting:
+    """Wraps a model and records, per call, whether it was conditional (``y`` given) or not."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+        self.num_classes = getattr(model, "num_classes", None)
+
+    def __call__(self, x_t, t, y=None):
+        self.calls.append("cond" if y is not None else "uncond")
+        return self.model(x_t, t, y)
+
+
+@pytest.fixture
+def oracle(small, points2d):
+    points, labels = points2d
+    return md.OracleDenoiser(points, small, labels=labels)
+
+
+@pytest.fixture
+def pair(gen):
+    u = torch.randn(4, 3, 5, generator=gen(0), dtype=torch.float64)
+    c = torch.randn(4, 3, 5, generator=gen(1), dtype=torch.float64)
+    return u, c
+
+
+def test_scale_1_is_cond_and_scale_0_is_uncond_exactly(pair):
+    u, c = pair
+    assert torch.equal(md.cfg_combine(u, c, 1.0), c)
+    assert torch.equal(md.cfg_combine(u, c, 0.0), u)
+    assert torch.equal(md.cfg_combine(u, c, 1), c)                  # an int scale works too
+
+
+@pytest.mark.parametrize("s", [-1.0, 0.25, 0.5, 2.0, 7.5])
+def test_combination_is_the_formula(pair, s):
+    u, c = pair
+    torch.testing.assert_close(md.cfg_combine(u, c, s), u + s * (c - u), rtol=1e-12, atol=1e-12)
+
+
+def test_linear_in_the_scale(pair):
+    u, c = pair
+    f = lambda s: md.cfg_combine(u, c, s)                             # noqa: E731
+    for s1, s2, lam in [(0.0, 3.0, 0.3), (1.0, 5.0, 0.5), (-2.0, 2.0, 0.9)]:
+        torch.testing.assert_close(f(lam * s1 + (1 - lam) * s2), lam * f(s1) + (1 - lam) * f(s2),
+                                   rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(f(3.0) - f(2.0), c - u, rtol=1e-12, atol=1e-12)   # slope = eps_cond - eps_uncond
+
+
+def test_cfg_weight_convention(pair):
+    """The CFG paper's eq. (6), (1 + w) eps_cond - w eps_uncond, is our scale s = 1 + w."""
+    u, c = pair
+    for w in (0.0, 0.5, 3.0):
+        torch.testing.assert_close(md.cfg_combine(u, c, md.scale_from_cfg_w(w)), (1 + w) * c - w * u,
+                                   rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_model_calls_per_step(small, oracle, gen, sampler):
+    y = torch.tensor([0, 1, 2, 0])
+    steps = small.T if sampler == "ddpm" else 10
+
+    def run(model, **kw):
+        if sampler == "ddpm":
+            return md.ddpm_sample(model, (4, 2), small, generator=gen(0), **kw)
+        return md.ddim_sample(model, (4, 2), small, steps=10, generator=gen(0), **kw)
+
+    plain = Counting(oracle)
+    run(plain, y=y, guidance_scale=1.0)
+    assert plain.calls == ["cond"] * steps                            # s = 1: one conditional call per step
+    uncond = Counting(oracle)
+    run(uncond)
+    assert uncond.calls == ["uncond"] * steps
+    guided = Counting(oracle)
+    run(guided, y=y, guidance_scale=3.0)
+    assert len(guided.calls) == 2 * steps                             # s != 1: two calls per step
+    assert guided.calls.count("cond") == guided.calls.count("uncond") == steps
+
+
+def test_scale_endpoints_inside_the_sampler(small, oracle, gen):
+    """Guided sampling at s = 1 is conditional sampling and at s = 0 unconditional sampling, bit for bit."""
+    y = torch.tensor([0, 1, 2, 2, 1, 0])
+    x_T = torch.randn(6, 2, generator=gen(0), dtype=torch.float64)
+    run = lambda **kw: md.ddim_sample(oracle, (6, 2), small, steps=10, x_T=x_T, **kw)   # noqa: E731
+    assert torch.equal(run(y=y, guidance_scale=0.0), run())
+    cond = run(y=y)
+    assert torch.equal(run(y=y, guidance_scale=1.0), cond)
+    assert not torch.allclose(cond, run(), atol=1e-3)                   # the labels matter
+
+
+def test_guided_sampler_equals_a_manual_loop(small, oracle, gen):
+    y = torch.tensor([2, 1, 0])
+    s, steps = 2.5, 8
+    x_T = torch.randn(3, 2, generator=gen(0), dtype=torch.float64)
+    out = md.ddim_sample(oracle, (3, 2), small, steps=steps, y=y, guidance_scale=s, x_T=x_T)
+    ts = md.ddim_timesteps(small.T, steps)
+    x = x_T
+    for t, t_prev in zip(ts, ts[1:] + [-1]):
+        tb = torch.full((3,), t)
+        eps = md.cfg_combine(oracle(x, tb, None), oracle(x, tb, y), s)
+        x, _ = md.ddim_step(x, eps, t, t_prev, small)
+    torch.testing.assert_close(out, x, rtol=0, atol=0)
