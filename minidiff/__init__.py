@@ -40,3 +40,15 @@ __all__ += [
     "data", "load_fashion_mnist", "load_mnist", "load_cifar10", "toy_2d", "TensorLoader", "FASHION_MNIST_CLASSES",
     "evaluate", "Classifier", "load_classifier", "frechet_distance", "fd_cls", "class_agreement", "evaluate_samples",
 ]
+
+# training, checkpoints and pictures of samples (chapter 4)
+from . import plot
+from .checkpoint import CheckpointError, load_model
+from .ema import EMA
+from .plot import image_grid, save_image_grid, save_scatter_2d, scatter_2d
+from .train import TrainConfig, TrainResult, train
+
+__all__ += [
+    "TrainConfig", "TrainResult", "train", "EMA", "load_model", "CheckpointError",
+    "plot", "image_grid", "save_image_grid", "scatter_2d", "save_scatter_2d",
+]
