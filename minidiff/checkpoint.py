@@ -86,6 +86,7 @@ def save_checkpoint(path, *, model: torch.nn.Module, ema_model: torch.nn.Module,
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, _file_mode())                      # mkstemp's 0600 -> what open() would give
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
@@ -201,6 +202,13 @@ def _digest(payload: dict) -> str:
 
     visit({k: v for k, v in payload.items() if k != "digest"}, "")
     return h.hexdigest()
+
+
+def _file_mode() -> int:
+    """The permissions a plain ``open(path, "w")`` would give: 0o666 minus the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -114,6 +114,9 @@ def _write_atomically(path, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)                    # mkstemp's 0600 -> what open() would give
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

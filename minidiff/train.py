@@ -92,7 +92,7 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)
     conditional: bool = False
     p_uncond: float | None = None
-    schedule: str = "cosine"
+    schedule: str = "linear"
     T: int = 1000
     steps: int = 10_000
     batch_size: int = 128

@@ -9,6 +9,7 @@ import torch
 
 from minidiff.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from minidiff.mlp import MLPDenoiser
+from minidiff.samplers import ddim_sample
 from minidiff.schedules import NoiseSchedule
 from minidiff.train import TrainConfig, train
 from minidiff.unet import UNet
@@ -40,7 +41,7 @@ def test_load_model_rebuilds_the_ema_model(run):
     cfg, result, path = run
     model, sched, saved = load_model(path, device="cpu")
     assert type(model) is MLPDenoiser and not model.training
-    assert torch.equal(sched.betas, result.sched.betas) and sched.name == "cosine"
+    assert torch.equal(sched.betas, result.sched.betas) and sched.name == "linear"
     assert saved["train"] == cfg.to_dict() and saved["step"] == 4
     x, t = torch.randn(5, 2), torch.arange(5)
     with torch.no_grad():
@@ -220,3 +221,17 @@ def test_every_torch_load_in_the_package_is_weights_only():
     assert calls, "the package loads checkpoints somewhere"
     unsafe = [c for c in calls if "weights_only=True" not in c[1]]
     assert not unsafe, unsafe
+
+
+def test_the_shipped_toy_checkpoint_samples_all_eight_modes():
+    path = Path(__file__).resolve().parent.parent / "checkpoints" / "toy-2d.pt"
+    model, sched, config = load_model(path, device="cpu")
+    assert config["train"]["dataset"] == "8gaussians" and path.stat().st_size < 10 * 2**20
+    x = ddim_sample(model, (2000, 2), sched, steps=50, generator=torch.Generator().manual_seed(0))   # (2000, 2)
+    angle = torch.arange(8) * (torch.pi / 4)
+    modes = 1.4 * torch.stack([angle.cos(), angle.sin()], dim=1)          # the data's 8 means, std 0.15
+    dist, nearest = torch.cdist(x, modes).min(dim=1)
+    near = dist < 3 * 0.15                                                  # 98.9% of each Gaussian's mass
+    assert near.float().mean() > 0.9
+    shares = torch.bincount(nearest[near], minlength=8) / near.sum()
+    assert shares.min() > 0.125 - 0.03 and shares.max() < 0.125 + 0.03     # ~4 standard errors of 1/8
