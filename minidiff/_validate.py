@@ -74,15 +74,16 @@ def check_real(value, name: str, *, low: float | None = None, high: float | None
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
     value = float(value)
-    bad = math.isnan(value)
+    lo, hi = ("-inf" if low is None else low), ("inf" if high is None else high)
+    interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+    if not math.isfinite(value):                 # NaN compares False with everything; inf is never meant
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value}")
+    bad = False
     if low is not None:
         bad |= value <= low if low_open else value < low
     if high is not None:
         bad |= value >= high if high_open else value > high
     if bad:
-        lo = "-inf" if low is None else low
-        hi = "inf" if high is None else high
-        interval = f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
         raise ValueError(f"{name} must be in {interval}, got {value}")
     return value
 
