@@ -42,6 +42,8 @@ class OracleDenoiser:
         self.num_classes = None
         self.labels = None
         if labels is not None:
+            if not isinstance(labels, torch.Tensor):
+                raise TypeError(f"labels must be an integer tensor of shape (N,), got {type(labels).__name__}")
             if num_classes is None:
                 num_classes = int(labels.max()) + 1 if labels.numel() else 0
             self.num_classes = check_int(num_classes, "num_classes", low=1)
