@@ -1,4 +1,4 @@
-"""Command line: ``python -m minidiff [demo]``.
+"""Command line: ``python -m minidiff {demo,train,sample,evaluate,train-classifier}``.
 
 ``demo`` (the default) samples a small 2D data set with the exact :class:`~minidiff.OracleDenoiser` — DDPM
 and DDIM, no training — and reports how close the samples land to the data.
@@ -212,6 +212,99 @@ def sample_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ evaluate
+def _add_evaluate_parser(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="score a Fashion-MNIST checkpoint's samples: FD_cls, its floor, class agreement",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Sample --n images from a checkpoint's EMA model (class-balanced labels for a conditional "
+                    "model) and\nreport FD_cls against as many test images, next to its floor (train vs test "
+                    "images), and the class\nagreement, using the shipped classifier "
+                    "(checkpoints/classifier.safetensors).",
+        epilog="example:\n"
+               "  python -m minidiff evaluate --ckpt runs/fmnist/ckpt.pt --sampler ddim --steps 50 --guidance 3 "
+               "--n 10000 --out result.json")
+    p.add_argument("--ckpt", required=True, metavar="PATH", help="checkpoint written by `minidiff train`")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler (default: ddim)")
+    p.add_argument("--steps", type=int, help="DDIM steps (default: 50; DDPM always takes all T steps)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise level (default: 0)")
+    p.add_argument("--guidance", type=float, default=1.0, metavar="S",
+                   help="classifier-free guidance scale, conditional models only (default: 1)")
+    p.add_argument("--n", type=int, default=10000, help="number of samples, at most 10000 (default: 10000)")
+    p.add_argument("--batch-size", type=int, default=500, help="images per sampler call (default: 500)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default: 0)")
+    p.add_argument("--classifier", metavar="PATH", help="classifier weights (default: the shipped ones)")
+    p.add_argument("--raw-weights", action="store_true", help="use the training weights instead of the EMA")
+    p.add_argument("--device", default=None, help="device (default: CUDA, then MPS, then CPU)")
+    p.add_argument("--out", metavar="JSON", help="also write the result to this JSON file")
+    p.set_defaults(func=evaluate_command)
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .evaluate import evaluate_model, load_classifier, write_json
+
+    try:
+        if args.sampler == "ddpm" and args.steps is not None:
+            raise ValueError("--steps applies to --sampler ddim only (DDPM takes all T steps)")
+        model, sched, _ = load_model(args.ckpt, ema=not args.raw_weights, device=args.device)
+        device = next(model.parameters()).device
+        classifier = load_classifier(args.classifier, device=device)
+        result = evaluate_model(model, sched, n=args.n, sampler=args.sampler, steps=args.steps, eta=args.eta,
+                                guidance=args.guidance, batch_size=args.batch_size, seed=args.seed,
+                                device=device, classifier=classifier)
+        result = {"ckpt": args.ckpt, "ema": not args.raw_weights, **result}
+        if args.out:
+            write_json(args.out, result)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"minidiff evaluate: error: {e}", file=sys.stderr)
+        return 1
+    line = (f"{result['sampler'].upper()}-{result['steps']}, guidance {result['guidance']}, n={result['n']}: "
+            f"FD_cls {result['fd_cls']:.3f} (floor {result['fd_cls_floor']:.3f})")
+    if "class_agreement" in result:
+        line += f", class agreement {result['class_agreement']:.3f}"
+    print(line + f"; sampling took {result['seconds']:.1f} s" + (f"; wrote {args.out}" if args.out else ""))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ train-classifier
+def _add_train_classifier_parser(sub) -> None:
+    from .evaluate import CLASSIFIER_PATH
+
+    p = sub.add_parser(
+        "train-classifier", help="train the Fashion-MNIST classifier whose features FD_cls uses",
+        description="Train the small Fashion-MNIST CNN behind FD_cls with the committed recipe, report its test "
+                    "accuracy and save\nits weights (safetensors) with a JSON record beside them.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=4, help="passes over the 60,000 training images (default: 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and shuffling (default: 0)")
+    p.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak one-cycle learning rate (default: 3e-3)")
+    p.add_argument("--device", default="cpu", help="device (default: cpu)")
+    p.add_argument("--out", default=str(CLASSIFIER_PATH.relative_to(CLASSIFIER_PATH.parents[1])),
+                   metavar="PATH", help="weights file; the record goes beside it as .json "
+                                        "(default: checkpoints/classifier.safetensors)")
+    p.set_defaults(func=train_classifier_command)
+
+
+def train_classifier_command(args: argparse.Namespace) -> int:
+    from .evaluate import save_classifier, train_classifier
+
+    command = (f"python -m minidiff train-classifier --epochs {args.epochs} --seed {args.seed} "
+               f"--batch-size {args.batch_size} --lr {args.lr} --device {args.device} --out {args.out}")
+    try:
+        if not args.out.endswith(".safetensors"):
+            raise ValueError(f"--out must end in .safetensors, got {args.out!r}")
+        model, record = train_classifier(epochs=args.epochs, seed=args.seed, device=args.device,
+                                         batch_size=args.batch_size, lr=args.lr)
+        save_classifier(model, args.out, {"command": command, **record})
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"minidiff train-classifier: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}: test accuracy {record['test_accuracy']:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m minidiff", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
@@ -223,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=demo)
     _add_train_parser(sub)
     _add_sample_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_train_classifier_parser(sub)
     return parser
 
 
