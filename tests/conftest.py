@@ -83,3 +83,10 @@ def points2d():
                           dtype=torch.float64)
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     return points, labels
+
+
+@pytest.fixture
+def oracle(small, points2d):
+    """The exact denoiser of ``points2d`` (with its labels, so 3 classes) on the ``small`` schedule."""
+    points, labels = points2d
+    return md.OracleDenoiser(points, small, labels=labels)

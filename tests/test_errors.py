@@ -12,6 +12,7 @@ X = torch.zeros(4, 2)
 POINTS = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
 ORACLE = md.OracleDenoiser(POINTS, S, labels=torch.tensor([0, 1, 2, 2]))   # num_classes = 3
 PLAIN = md.OracleDenoiser(POINTS, S)
+ONE_CLASS = md.OracleDenoiser(POINTS, S, labels=torch.tensor([0, 0, 0, 0]), num_classes=2)   # class 1 is empty
 Y = torch.tensor([0, 1, 2, 0])
 NAN = torch.tensor([[0.0, float("nan")], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
 
@@ -141,15 +142,15 @@ CASES = [
     (lambda: md.eps_loss(conditional_zero, torch.zeros(4, 2, dtype=torch.long), S), TypeError,
      r"x0 must be a floating-point tensor", "loss_x0_int"),
     # ---- oracle
-    (lambda: PLAIN(X, 5, Y), ValueError, r"y was given but this OracleDenoiser has no labels", "oracle_y_without_labels"),
+    (lambda: PLAIN(X, 5, Y), ValueError, r"y was given but this OracleDenoiser has no labels",
+     "oracle_y_without_labels"),
     (lambda: ORACLE(torch.zeros(4, 3), 5), ValueError, r"x_t must have shape \(B, 2\) like the points, got \(4, 3\)",
      "oracle_x_t_trailing_shape"),
     (lambda: ORACLE(X, 100), ValueError, r"t must lie in \[0, 99\]", "oracle_t"),
     (lambda: ORACLE(X, 5, torch.tensor([0, 1, 2, 5])), ValueError, r"y must contain class labels in \[0, 3\]",
      "oracle_labels_range"),
-    (lambda: md.OracleDenoiser(POINTS, S, labels=torch.tensor([0, 0, 0, 0]), num_classes=2)(X, 5,
-                                                                                            torch.tensor([1] * 4)),
-     ValueError, r"y contains a class with no points", "oracle_empty_class"),
+    (lambda: ONE_CLASS(X, 5, torch.tensor([1, 1, 1, 1])), ValueError, r"y contains a class with no points",
+     "oracle_empty_class"),
     (lambda: md.OracleDenoiser(POINTS, S, labels=[0, 1, 2, 2]), TypeError, r"labels must be an integer tensor",
      "oracle_labels_list"),
     (lambda: md.OracleDenoiser(POINTS, S, labels=torch.tensor([0, 1])), ValueError,

@@ -20,12 +20,6 @@ class Counting:
 
 
 @pytest.fixture
-def oracle(small, points2d):
-    points, labels = points2d
-    return md.OracleDenoiser(points, small, labels=labels)
-
-
-@pytest.fixture
 def pair(gen):
     u = torch.randn(4, 3, 5, generator=gen(0), dtype=torch.float64)
     c = torch.randn(4, 3, 5, generator=gen(1), dtype=torch.float64)

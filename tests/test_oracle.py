@@ -27,12 +27,6 @@ def brute_force_eps(points: torch.Tensor, x_t: torch.Tensor, alpha_bar: float, k
     return torch.stack(out).reshape(x_t.shape)
 
 
-@pytest.fixture
-def oracle(small, points2d):
-    points, labels = points2d
-    return md.OracleDenoiser(points, small, labels=labels)
-
-
 def unique_points(points2d):
     """The five distinct points, their probabilities under the data set (point 0 appears twice) and labels."""
     points, labels = points2d

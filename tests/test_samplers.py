@@ -12,12 +12,6 @@ import minidiff as md
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def oracle(small, points2d):
-    points, labels = points2d
-    return md.OracleDenoiser(points, small, labels=labels)
-
-
 # ------------------------------------------------------------------------------------------ DDPM = DDIM(eta=1)
 @pytest.mark.parametrize("clip_x0", [None, 1.0])
 def test_ddim_eta1_all_steps_is_ddpm_beta_tilde(small, oracle, gen, clip_x0):

@@ -87,7 +87,7 @@ def test_cosine_cap_binds():
     T = 1000
     capped = md.NoiseSchedule.cosine(T=T, max_beta=0.5)
     free = md.NoiseSchedule.cosine(T=T, max_beta=0.999)
-    assert float(capped.betas.max()) == 0.5
+    assert float(capped.betas.max()) == 0.5 and float(free.betas.max()) == 0.999
     hit = capped.betas == 0.5
     n_hit = int(hit.sum())
     assert n_hit > 1, "a cap of 0.5 must bind on the last steps of the cosine schedule"
