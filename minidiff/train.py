@@ -221,6 +221,9 @@ def _train(config: TrainConfig, env: "_Env", resume: bool, data, progress: bool)
     rank, world, device = env.rank, env.world, env.device
     ckpt_path = Path(config.out) / CHECKPOINT_NAME
     use_bf16 = _use_bf16(config, device)
+    if not resume and ckpt_path.exists():
+        raise FileExistsError(f"{str(ckpt_path)!r} exists: resume it (resume=True, --resume) or choose another out")
+    state = _read_resume_state(ckpt_path, config, world) if resume else None     # checked before any work
 
     # Data: the same set on every process, then each takes its own shard and its own random streams.
     x, y, num_classes = load_training_data(config) if data is None else _check_data(data, config)
@@ -239,15 +242,12 @@ def _train(config: TrainConfig, env: "_Env", resume: bool, data, progress: bool)
     opt = make_optimizer(model, config, device)
     torch.manual_seed(_seed(config.seed, rank, stream=2))               # dropout masks differ per process
     step, losses, position = 0, [], {}
-    if resume:
-        state = _read_resume_state(ckpt_path, config, world)
+    if state is not None:
         step, losses = state["step"], state["losses"].tolist()
         model.load_state_dict(state["model"])
         ema.model.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         position = _set_rng_state(state["rng"][rank], data_gen, noise_gen, device)
-    elif ckpt_path.exists():
-        raise FileExistsError(f"{str(ckpt_path)!r} exists: resume it (resume=True, --resume) or choose another out")
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
         if world > 1 else model
     batches = _batches(loader, data_gen, position)
