@@ -7,6 +7,7 @@ state ``x_t`` the step starts from and the model's clean-data estimate ``x0_hat`
 """
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Callable
 
 import torch
@@ -137,7 +138,10 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "trailing") -> list[int]:
 
     * ``"trailing"``: round(T - k T/steps) - 1, k = 0..steps-1 — starts at T-1 (Lin et al. 2023, Table 2).
     * ``"leading"``:  k * (T // steps), reversed — ends at 0 (the DDIM code's "uniform" skip).
-    * ``"linspace"``: round(linspace(0, T-1, steps)), reversed — includes both ends.
+    * ``"linspace"``: round(k (T-1)/(steps-1)), reversed — includes both ends.
+
+    Rounding is of the exact fraction, half to even (Python's ``round``), so exact ties such as 499.5 do not
+    depend on floating-point error (diffusers' numpy version can differ there by one).
 
     The step after timestep ``ts[k]`` goes to ``ts[k+1]`` (and to -1, the data, after the last one). We take
     the previous timestep from this sequence; diffusers instead subtracts ``T // steps``, which is wrong for
@@ -146,14 +150,11 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "trailing") -> list[int]:
     T = check_int(T, "T", low=1)
     steps = check_int(steps, "steps", low=1, high=T)
     check_choice(spacing, "spacing", SPACINGS)
-    k = torch.arange(steps, dtype=torch.float64)
     if spacing == "trailing":
-        ts = torch.round(T - k * (T / steps)) - 1
-    elif spacing == "leading":
-        ts = (k * (T // steps)).flip(0)
-    else:
-        ts = torch.round(torch.linspace(0, T - 1, steps, dtype=torch.float64)).flip(0)
-    return [int(v) for v in ts]
+        return [round(Fraction(T * (steps - k), steps)) - 1 for k in range(steps)]
+    if spacing == "leading":
+        return [k * (T // steps) for k in reversed(range(steps))]
+    return [round(Fraction(k * (T - 1), max(steps - 1, 1))) for k in reversed(range(steps))]
 
 
 def _ddim_update(x_t, eps, alpha_bar, alpha_bar_prev, *, sigma=0.0, clip_x0=None, noise=None):

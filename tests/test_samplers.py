@@ -80,6 +80,15 @@ def test_ddim_timesteps_are_valid(T, steps, spacing):
         assert ts == list(range(T - 1, -1, -1))
 
 
+@pytest.mark.parametrize("T,steps,spacing,position,expected", [
+    (27, 26, "trailing", 13, 13),      # 27 - 13 * 27/26 = 13.5 -> 14 (even), minus 1; float64 gives 13.4999.. -> 12
+    (28, 27, "linspace", 13, 14),      # 13 * 27/26 = 13.5 -> 14 (even); float64 linspace gives 13.4999.. -> 13
+    (1000, 61, "linspace", 30, 500),   # 30 * 999/60 = 499.5 -> 500 (even)
+])
+def test_ddim_timesteps_round_exact_ties_half_to_even(T, steps, spacing, position, expected):
+    assert md.ddim_timesteps(T, steps, spacing)[position] == expected
+
+
 def test_ddim_sample_visits_its_timesteps(small, oracle, gen):
     for spacing in ("trailing", "leading", "linspace"):
         seen = []
