@@ -154,6 +154,8 @@ def load_model(path, *, ema: bool = True, device=None) -> tuple[torch.nn.Module,
         :class:`NoiseSchedule`, and the stored configuration dict: ``"model"`` (class and constructor
         arguments), ``"schedule"``, ``"train"`` (the training config), ``"sample_shape"`` (one example's
         shape, e.g. ``[1, 28, 28]`` or ``[2]``) and ``"step"`` (optimizer steps trained).
+
+    Introduced in chapter 4.
     """
     if not isinstance(ema, bool):
         raise TypeError(f"ema must be a bool, got {ema!r}")

@@ -84,6 +84,8 @@ class TrainConfig:
         out: output folder: ``ckpt.pt`` and ``samples/``.
         device: ``"auto"`` (CUDA, then MPS, then CPU) or a torch device string.
         bf16: bfloat16 autocast; default (None) on for CUDA, off elsewhere; True needs CUDA.
+
+    Introduced in chapter 4.
     """
 
     dataset: str = "fashion-mnist"
