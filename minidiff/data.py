@@ -123,6 +123,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _plain_file_mode() -> int:
+    """The permissions ``open(path, "w")`` would give (0o666 minus the umask); mkstemp's files are 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _download(url: str, dest: Path, sha256: str, *, timeout: float = 60.0) -> Path:
     """Fetch ``url`` to ``dest`` atomically (temporary file, SHA-256 check, rename)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +142,7 @@ def _download(url: str, dest: Path, sha256: str, *, timeout: float = 60.0) -> Pa
                 digest.update(chunk)
         if digest.hexdigest() != sha256:
             raise ValueError(f"SHA-256 mismatch for {url}: got {digest.hexdigest()}, expected {sha256}")
+        os.chmod(tmp, _plain_file_mode())
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -276,6 +284,7 @@ def _extract_cifar(archive: Path, dest: Path) -> None:
                 try:
                     with os.fdopen(fd, "wb") as out, tar.extractfile(member) as src:
                         out.write(src.read())
+                    os.chmod(tmp, _plain_file_mode())
                     os.replace(tmp, dest / Path(member.name).name)
                 finally:
                     if os.path.exists(tmp):

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import check_choice, check_int, check_real
+from .data import _plain_file_mode
 
 CLASSIFIER_PATH = Path(__file__).resolve().parent.parent / "checkpoints" / "classifier.safetensors"
 IMAGE_SHAPE = (1, 28, 28)
@@ -101,7 +102,7 @@ def _apply(classifier: nn.Module, images: torch.Tensor, fn: str, batch_size: int
     return torch.cat(out)
 
 
-def test_accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of ``images`` the classifier labels correctly."""
     logits = _apply(classifier, _check_images(images, "images"), "logits")
     return float((logits.argmax(dim=1) == labels.cpu()).double().mean())
@@ -158,7 +159,7 @@ def train_classifier(*, epochs: int = 4, seed: int = 0, device=None, batch_size:
                     f"({time.perf_counter() - start:.0f} s)")
         seconds = time.perf_counter() - start
     model.eval()
-    acc = test_accuracy(model, x_test, y_test)
+    acc = accuracy(model, x_test, y_test)
     record = dict(test_accuracy=round(acc, 4), train_seconds=round(seconds, 1), epochs=epochs, seed=seed,
                   batch_size=batch_size, lr=lr, weight_decay=weight_decay, config=model.config,
                   n_params=sum(p.numel() for p in model.parameters()), machine=machine_description(device),
@@ -183,6 +184,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _plain_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -215,7 +215,7 @@ class UNet(nn.Module):
         super().__init__()
         in_channels = check_int(in_channels, "in_channels", low=1)
         out_channels = in_channels if out_channels is None else check_int(out_channels, "out_channels", low=1)
-        base_channels = check_int(base_channels, "base_channels", low=1)
+        base_channels = check_int(base_channels, "base_channels", low=2)
         channel_mults = tuple(channel_mults) if isinstance(channel_mults, (tuple, list)) else channel_mults
         if not isinstance(channel_mults, tuple) or not channel_mults:
             raise ValueError(f"channel_mults must be a non-empty tuple of positive ints, got {channel_mults!r}")
@@ -231,10 +231,9 @@ class UNet(nn.Module):
         dropout = check_real(dropout, "dropout", low=0.0, high=1.0, high_open=True)
         num_groups = check_int(num_groups, "num_groups", low=1)
         widths = [base_channels * m for m in channel_mults]
-        bad = [w for w in widths if w % num_groups]
-        if bad:
-            raise ValueError(f"num_groups={num_groups} must divide every level's width "
-                             f"base_channels * channel_mults = {widths}")
+        if any(w % num_groups for w in [base_channels, *widths]):
+            raise ValueError(f"num_groups={num_groups} must divide base_channels={base_channels} and every "
+                             f"level's width base_channels * channel_mults = {widths}")
         if not isinstance(scale_shift, bool):
             raise TypeError(f"scale_shift must be a bool, got {scale_shift!r}")
 
