@@ -222,3 +222,35 @@ def test_evaluate_model_end_to_end_with_the_exact_denoiser(monkeypatch):
         evaluate.evaluate_model(oracle, sched, n=10, sampler="ddpm", steps=50, classifier=classifier)
     with pytest.raises(ValueError, match="sampler must be one of 'ddim', 'ddpm'"):
         evaluate.evaluate_model(oracle, sched, n=10, sampler="euler", classifier=classifier)
+    with pytest.raises(ValueError, match="guidance=2.0 needs a class-conditional model"):
+        evaluate.evaluate_model(md.OracleDenoiser(x[:10], sched), sched, n=10, guidance=2.0, classifier=classifier)
+
+
+@needs_fashion_mnist
+def test_evaluate_command(tmp_path, monkeypatch, capsys):
+    """`python -m minidiff evaluate` on a (barely initialised) checkpoint writes the metrics as JSON."""
+    import minidiff as md
+    from minidiff.checkpoint import save_checkpoint
+    from minidiff.cli import main
+
+    monkeypatch.setenv("MINIDIFF_DATA", str(DEBIAN_FASHION_MNIST.parent))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = md.UNet(base_channels=8, channel_mults=(1, 2), attention_levels=(False, True), num_groups=4,
+                        num_classes=10)
+    sched = md.NoiseSchedule.linear(T=100)
+    ckpt = save_checkpoint(tmp_path / "ckpt.pt", model=model, ema_model=model,
+                           optimizer=torch.optim.AdamW(model.parameters()), step=0, sched=sched, train_config={},
+                           sample_shape=(1, 28, 28), rng=[], losses=[])
+    out = tmp_path / "result.json"
+    rc = main(["evaluate", "--ckpt", str(ckpt), "--n", "20", "--steps", "2", "--guidance", "2", "--batch-size", "8",
+               "--device", "cpu", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert result["n"] == 20 and result["steps"] == 2 and result["guidance"] == 2.0
+    assert {"fd_cls", "fd_cls_floor", "class_agreement"} <= set(result)
+    assert "FD_cls" in capsys.readouterr().out
+    rc = main(["evaluate", "--ckpt", str(ckpt), "--sampler", "ddpm", "--steps", "5", "--device", "cpu"])
+    assert rc == 1 and "--steps applies to --sampler ddim only" in capsys.readouterr().err
+    rc = main(["train-classifier", "--out", str(tmp_path / "c.pt")])
+    assert rc == 1 and "--out must end in .safetensors" in capsys.readouterr().err
