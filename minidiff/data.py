@@ -27,6 +27,7 @@ import os
 import pickle
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -130,7 +131,7 @@ def _plain_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _download(url: str, dest: Path, sha256: str, *, timeout: float = 60.0) -> Path:
+def _download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0) -> Path:
     """Fetch ``url`` to ``dest`` atomically (temporary file, SHA-256 check, rename)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
@@ -151,13 +152,20 @@ def _download(url: str, dest: Path, sha256: str, *, timeout: float = 60.0) -> Pa
 
 
 def _download_from_mirrors(name: str, mirrors: list[str], dest_dir: Path, sha256: str,
-                           reasons: list[str]) -> Path | None:
-    """Try each mirror in turn; return the file's path, or None (with the failures added to ``reasons``)."""
+                           reasons: list[str], unreachable: set[str]) -> Path | None:
+    """Try each mirror in turn; return the file's path, or None (with the failures added to ``reasons``).
+
+    A mirror that cannot be reached at all is added to ``unreachable`` and not tried again for the next files.
+    """
     for mirror in mirrors:
+        if mirror in unreachable:
+            continue
         try:
             return _download(mirror + name, dest_dir / name, sha256)
         except Exception as err:   # network errors, HTTP errors, checksum mismatches: try the next mirror
             reasons.append(f"{mirror + name}: {err}")
+            if isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError):
+                unreachable.add(mirror)
     return None
 
 
@@ -192,7 +200,9 @@ def _load_idx_dataset(title: str, sub: str, spec: dict, split: str, root, downlo
     reasons: list[str] = []
     if found is None and download:
         dest = places[-1] if root is None else Path(root).expanduser()
-        found = [_existing(dest, n) or _download_from_mirrors(n, spec["mirrors"], dest, spec["sha256"][n], reasons)
+        unreachable: set[str] = set()
+        found = [_existing(dest, n) or _download_from_mirrors(n, spec["mirrors"], dest, spec["sha256"][n], reasons,
+                                                              unreachable)
                  for n in names]
     if found is None or not all(found):
         if not download:
@@ -310,7 +320,7 @@ def load_cifar10(split: str = "train", root=None, download: bool = True) -> tupl
                        None)
         if archive is None and download:
             archive = _download_from_mirrors(_CIFAR10["archive"], _CIFAR10["mirrors"], dest.parent,
-                                             _CIFAR10["sha256"], reasons)
+                                             _CIFAR10["sha256"], reasons, set())
         if archive is not None:
             _extract_cifar(archive, dest)
             found = dest if all((dest / n).is_file() for n in names) else None
