@@ -1,0 +1,36 @@
+"""Small Sphinx hooks for the book.
+
+* The API reference page shows docstrings verbatim, as ``help()`` does. The package's docstrings are plain
+  text written for the terminal (Google-style sections, ASCII formulas, aligned tables); preformatted, they
+  appear exactly as written and never turn a line of prose into broken reStructuredText.
+* Each inline script is emitted once per page. With Jupyter Book 1.0.4, sphinx-thebe registers its
+  configuration script twice, and the second copy fails in the browser ("THEBE_JS_URL has already been
+  declared").
+"""
+
+
+def _verbatim(app, what, name, obj, options, lines):
+    if not any(line.strip() for line in lines):
+        return
+    body = [("    " + line) if line.strip() else "" for line in lines]
+    lines[:] = ["::", ""] + body + [""]
+
+
+def _unique_scripts(app, pagename, templatename, context, doctree):
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, unique = set(), []
+    for js in scripts:
+        attributes = getattr(js, "attributes", {})
+        key = (getattr(js, "filename", str(js)) or "", tuple(sorted((k, str(v)) for k, v in attributes.items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    scripts[:] = unique
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _verbatim)
+    app.connect("html-page-context", _unique_scripts, priority=1000)   # after every other extension
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

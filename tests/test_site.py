@@ -1,0 +1,208 @@
+"""The built book, checked in a real browser: every page loads offline and shows what a reader needs.
+
+Builds the book with ``jupyter-book build . --all -W --keep-going`` (executing every chapter), unless ``_build/html``
+already holds a build of exactly the current sources (a content hash written after a successful build), then
+serves it on localhost and drives headless Chromium through every page in ``_toc.yml``:
+
+* no console errors, no page errors, no failed or non-local requests (nothing may come from a CDN);
+* every formula rendered by MathJax, and no raw ``$$`` / ``\\[`` left in the text;
+* every image loaded;
+* on chapters with animations, the player (slider and buttons) is there and steps frames with no kernel.
+
+Screenshots of a few pages go to a temporary folder, or to ``$MINIDIFF_SCREENSHOTS`` when it is set.
+Skips when Chromium (``/usr/bin/chromium``) or the ``playwright`` package is missing; CI installs both.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+STAMP = ROOT / "_build" / ".minidiff-build-hash"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+BUILD_TIMEOUT_S = 1800
+
+if not CHROMIUM.exists():
+    pytest.skip(f"browser test skipped: {CHROMIUM} not found (apt-get install -y chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="browser test skipped: pip install playwright")
+yaml = pytest.importorskip("yaml")
+
+
+def toc_pages() -> list[str]:
+    """The pages of the book in ``_toc.yml`` order, as paths like ``notebooks/01_forward_process``."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [toc["root"]]
+    for part in toc.get("parts", []):
+        pages += [entry["file"] for entry in part.get("chapters", [])]
+    return [str(Path(p).with_suffix("")) for p in pages]
+
+
+def source_of(page: str) -> Path:
+    for ext in (".ipynb", ".md"):
+        if (ROOT / (page + ext)).exists():
+            return ROOT / (page + ext)
+    raise FileNotFoundError(page)
+
+
+def sources_hash() -> str:
+    """A hash of everything the built site depends on: config, pages, chapters and the package."""
+    files = [ROOT / "_config.yml", ROOT / "_toc.yml"]
+    files += sorted((ROOT / "book").rglob("*")) + sorted((ROOT / "notebooks").rglob("*.ipynb"))
+    files += sorted((ROOT / "minidiff").rglob("*.py"))
+    h = hashlib.sha256()
+    for f in files:
+        if f.is_file() and "__pycache__" not in f.parts and ".ipynb_checkpoints" not in f.parts:
+            h.update(str(f.relative_to(ROOT)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def site() -> Path:
+    digest = sources_hash()
+    if HTML.is_dir() and STAMP.exists() and STAMP.read_text().strip() == digest:
+        return HTML                                   # built from exactly these sources
+    STAMP.unlink(missing_ok=True)
+    jb = shutil.which("jupyter-book") or "jupyter-book"
+    proc = subprocess.run([jb, "build", ".", "--all", "-W", "--keep-going"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=BUILD_TIMEOUT_S)
+    if proc.returncode != 0:
+        pytest.fail(f"jupyter-book build failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+    STAMP.write_text(digest)
+    return HTML
+
+
+@pytest.fixture(scope="session")
+def server(site):
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def shots(tmp_path_factory) -> Path:
+    out = os.environ.get("MINIDIFF_SCREENSHOTS")
+    path = Path(out) if out else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    print(f"\nscreenshots of the book: {path}", file=sys.stderr)
+    return path
+
+
+# Text of the page outside code, scripts and rendered math: raw LaTeX there means MathJax did not run.
+VISIBLE_TEXT_JS = """() => {
+  const body = document.querySelector('main') || document.body;
+  const clone = body.cloneNode(true);
+  clone.querySelectorAll('pre, code, script, style, mjx-container, .highlight, textarea').forEach(e => e.remove());
+  return clone.innerText;
+}"""
+
+IMAGES_JS = """async () => {
+  const imgs = Array.from(document.images);
+  for (const img of imgs) { img.loading = 'eager'; }
+  await Promise.all(imgs.map(img => img.complete ? null : new Promise(r => { img.onload = img.onerror = r; })));
+  return imgs.map(img => ({src: img.currentSrc.slice(0, 80), ok: img.complete && img.naturalWidth > 0}));
+}"""
+
+MATH_JS = """async () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
+  const math = Array.from(document.querySelectorAll('.math'));
+  return {count: math.length, unrendered: math.filter(m => !m.querySelector('mjx-container')).length,
+          containers: document.querySelectorAll('mjx-container').length};
+}"""
+
+SCREENSHOT_PAGES = {"book/intro", "notebooks/01_forward_process", "notebooks/03_eps_objective", "book/notation"}
+
+
+@pytest.mark.parametrize("page", toc_pages())
+def test_page_in_browser(page, server, browser, shots):
+    source = source_of(page).read_text()
+    expects_math = "$" in source or "{math}" in source
+    expects_animation = "figures.jshtml(" in source
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    origin = urlparse(server).netloc
+
+    def route(r):
+        if urlparse(r.request.url).netloc == origin or r.request.url.startswith(("data:", "blob:")):
+            r.continue_()
+        else:
+            problems.append(f"non-local request: {r.request.url}")
+            r.abort()
+
+    context.route("**/*", route)
+    p = context.new_page()
+    p.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    p.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    p.on("requestfailed", lambda r: problems.append(f"failed request: {r.url} ({r.failure})")
+         if urlparse(r.url).netloc == origin else None)
+    p.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+    try:
+        response = p.goto(f"{server}/{page}.html", wait_until="load")
+        assert response is not None and response.ok, f"{page}.html did not load"
+        p.wait_for_load_state("networkidle")
+
+        math = p.evaluate(MATH_JS)
+        if expects_math:
+            assert math["count"] > 0 and math["containers"] > 0, f"{page}: no rendered math (mjx-container) found"
+        assert math["unrendered"] == 0, f"{page}: {math['unrendered']} of {math['count']} formulas not rendered"
+        text = p.evaluate(VISIBLE_TEXT_JS)
+        for raw in ("$$", "\\[", "\\(", "\\begin{"):
+            assert raw not in text, f"{page}: raw LaTeX {raw!r} in the page text: ...{text[text.find(raw) - 80:][:200]}..."
+
+        images = p.evaluate(IMAGES_JS)
+        broken = [i["src"] for i in images if not i["ok"]]
+        assert not broken, f"{page}: images that did not load: {broken}"
+        if page.startswith("notebooks/"):
+            assert len(images) >= 3, f"{page}: expected the chapter's figures, found {len(images)} images"
+
+        players = p.locator("div.animation")
+        if expects_animation:
+            assert players.count() >= 1, f"{page}: the animation player is missing"
+            for k in range(players.count()):
+                player = players.nth(k)
+                slider = player.locator("input.anim-slider")
+                assert slider.count() == 1, f"{page}: animation {k} has no slider"
+                assert player.locator("button").count() >= 9, f"{page}: animation {k} lacks its buttons"
+                assert player.locator("img").evaluate("i => i.naturalWidth > 0"), f"{page}: animation {k} shows no frame"
+                assert int(slider.get_attribute("max") or slider.evaluate("s => s.max")) >= 5
+                before = slider.evaluate("s => Number(s.value)")
+                player.locator("button[title='Next frame']").click()
+                after = slider.evaluate("s => Number(s.value)")
+                assert after == before + 1, f"{page}: 'Next frame' did not advance animation {k}"
+
+        if page in SCREENSHOT_PAGES:
+            p.screenshot(path=str(shots / (page.replace("/", "__") + ".png")), full_page=False)
+        assert not problems, f"{page}:\n" + "\n".join(problems)
+    finally:
+        context.close()
