@@ -141,7 +141,12 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         qkv = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W)  # (B, 3, nh, hd, HW)
-        q, k, v = qkv.transpose(-1, -2).unbind(dim=1)                # (B, nh, HW, hd) each
+        qkv = qkv.transpose(-1, -2)                                  # (B, 3, nh, HW, hd)
+        if qkv.stride(-1) != 1:
+            # The fused attention kernels need hd contiguous. Channels-last activations already have it; NCHW
+            # ones get one small copy here instead of the much slower unfused (math) attention.
+            qkv = qkv.contiguous()
+        q, k, v = qkv.unbind(dim=1)                                  # (B, nh, HW, hd) each
         h = F.scaled_dot_product_attention(q, k, v)                  # (B, nh, HW, hd)
         h = h.transpose(-1, -2).reshape(B, C, H, W)                  # (B, C, H, W)
         return x + self.proj(h)
