@@ -6,6 +6,8 @@
 * Each inline script is emitted once per page. With Jupyter Book 1.0.4, sphinx-thebe registers its
   configuration script twice, and the second copy fails in the browser ("THEBE_JS_URL has already been
   declared").
+* MathJax loads on every page, not only on pages whose body has math: chapter titles with math appear in
+  every page's navigation.
 """
 
 
@@ -31,6 +33,7 @@ def _unique_scripts(app, pagename, templatename, context, doctree):
 
 
 def setup(app):
+    app.set_html_assets_policy("always")
     app.connect("autodoc-process-docstring", _verbatim)
     app.connect("html-page-context", _unique_scripts, priority=1000)   # after every other extension
     return {"parallel_read_safe": True, "parallel_write_safe": True}
