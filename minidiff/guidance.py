@@ -44,13 +44,23 @@ def guided_eps(model, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None
                guidance_scale: float) -> torch.Tensor:
     """The noise prediction a sampler uses at one step.
 
-    One model call when ``y`` is None or ``guidance_scale == 1``; otherwise two (conditional and
-    unconditional), combined by :func:`cfg_combine`.
+    One model call when ``y`` is None or ``guidance_scale == 1``. Otherwise the conditional and unconditional
+    predictions are combined by :func:`cfg_combine`: for a model with ``num_classes`` they come from one call
+    on 2B rows (the B conditional rows, then the same rows with the "no label" index ``num_classes``), which
+    is faster than two calls of B rows; a model without ``num_classes`` is called twice (with ``y``, then
+    with ``None``).
     """
     if y is None or guidance_scale == 1.0:
         return _checked(model(x_t, t, y), x_t)
-    eps_cond = _checked(model(x_t, t, y), x_t)
-    eps_uncond = _checked(model(x_t, t, None), x_t)
+    num_classes = num_classes_of(model)
+    if num_classes is None:
+        eps_cond = _checked(model(x_t, t, y), x_t)
+        eps_uncond = _checked(model(x_t, t, None), x_t)
+    else:
+        x2 = torch.cat([x_t, x_t])                                            # (2B, ...)
+        t2 = torch.cat([t, t]) if torch.is_tensor(t) and t.ndim == 1 else t    # (2B,), or one shared step
+        y2 = torch.cat([y, torch.full_like(y, num_classes)])                   # (2B,): labels, then "no label"
+        eps_cond, eps_uncond = _checked(model(x2, t2, y2), x2).chunk(2)       # (B, ...) each
     return cfg_combine(eps_uncond, eps_cond, guidance_scale)
 
 

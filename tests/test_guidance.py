@@ -3,19 +3,26 @@ import pytest
 import torch
 
 import minidiff as md
+from minidiff.guidance import guided_eps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Counting:
-    """Wraps a model and records, per call, whether it was conditional (``y`` given) or not."""
+    """Wraps a model and records, per call, how many rows were conditional and how many had no label.
 
-    def __init__(self, model):
+    A row has no label when ``y`` is None or equals ``num_classes``. With ``hide_classes`` the wrapper has no
+    ``num_classes``, like a model that cannot take the "no label" index.
+    """
+
+    def __init__(self, model, hide_classes=False):
         self.model, self.calls = model, []
-        self.num_classes = getattr(model, "num_classes", None)
+        self.null = getattr(model, "num_classes", None)
+        self.num_classes = None if hide_classes else self.null
 
     def __call__(self, x_t, t, y=None):
-        self.calls.append("cond" if y is not None else "uncond")
+        uncond = x_t.shape[0] if y is None else int((y == self.null).sum())
+        self.calls.append((x_t.shape[0] - uncond, uncond))          # (conditional rows, unconditional rows)
         return self.model(x_t, t, y)
 
 
@@ -68,14 +75,31 @@ def test_model_calls_per_step(small, oracle, gen, sampler):
 
     plain = Counting(oracle)
     run(plain, y=y, guidance_scale=1.0)
-    assert plain.calls == ["cond"] * steps                            # s = 1: one conditional call per step
+    assert plain.calls == [(4, 0)] * steps                          # s = 1: one call of B conditional rows
     uncond = Counting(oracle)
     run(uncond)
-    assert uncond.calls == ["uncond"] * steps
+    assert uncond.calls == [(0, 4)] * steps
     guided = Counting(oracle)
-    run(guided, y=y, guidance_scale=3.0)
-    assert len(guided.calls) == 2 * steps                             # s != 1: two calls per step
-    assert guided.calls.count("cond") == guided.calls.count("uncond") == steps
+    out = run(guided, y=y, guidance_scale=3.0)
+    assert guided.calls == [(4, 4)] * steps                         # s != 1: one call of 2B rows per step
+    two_calls = Counting(oracle, hide_classes=True)                 # no num_classes: two calls of B rows
+    assert torch.equal(run(two_calls, y=y, guidance_scale=3.0), out)
+    assert two_calls.calls == [(4, 0), (0, 4)] * steps
+
+
+def test_batched_guidance_equals_two_calls(small, oracle, gen):
+    """One call on 2B rows gives the prediction of the conditional and the unconditional call (the oracle is
+    exact per row, so bit for bit); a model without num_classes takes the two-call path."""
+    x_t = torch.randn(5, 2, generator=gen(0), dtype=torch.float64)
+    t = torch.tensor([3, 50, 100, 150, 199])
+    y = torch.tensor([0, 1, 2, 1, 0])
+    for s in (0.0, 2.5, -1.0):
+        expected = md.cfg_combine(oracle(x_t, t, None), oracle(x_t, t, y), s)
+        assert torch.equal(guided_eps(oracle, x_t, t, y, s), expected)
+        assert torch.equal(guided_eps(Counting(oracle, hide_classes=True), x_t, t, y, s), expected)
+    shared_t = torch.tensor(40)                                        # a 0-d timestep is shared by all rows
+    torch.testing.assert_close(guided_eps(oracle, x_t, shared_t, y, 2.0),
+                               md.cfg_combine(oracle(x_t, 40, None), oracle(x_t, 40, y), 2.0), rtol=0, atol=0)
 
 
 def test_scale_endpoints_inside_the_sampler(small, oracle, gen):
