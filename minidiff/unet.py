@@ -328,9 +328,10 @@ class UNet(nn.Module):
             raise TypeError(f"y must be an integer tensor of class labels, got {y!r:.60}")
         if y.shape != (B,):
             raise ValueError(f"y must have shape ({B},) to match x's batch, got {tuple(y.shape)}")
-        # Range check where it is free (CPU); on accelerators it would cost a host sync per call, and an
-        # out-of-range index fails in the embedding lookup there anyway.
-        if y.device.type == "cpu" and y.numel() and (int(y.min()) < 0 or int(y.max()) > self.num_classes):
+        # Range check where it is free (CPU, eager); on accelerators it would cost a host sync per call, and
+        # under torch.compile a graph break. An out-of-range index fails in the embedding lookup anyway.
+        if y.device.type == "cpu" and not torch.compiler.is_compiling() and y.numel() and \
+                (int(y.min()) < 0 or int(y.max()) > self.num_classes):
             raise ValueError(f"y must contain labels in [0, {self.num_classes}] ({self.num_classes} = no label), "
                              f"got values in [{int(y.min())}, {int(y.max())}]")
         return t, y

@@ -1,0 +1,152 @@
+"""The fast paths give the eager path's answer: cached schedule copies, batched guidance, channels-last and
+fused attention in the U-Net, and the compiled model for the sampler loops. Speed itself is measured by
+``benchmarks/bench.py``, never asserted here."""
+import gc
+import math
+import os
+
+import pytest
+import torch
+
+import minidiff as md
+from minidiff import schedules
+from minidiff.guidance import guided_eps
+from minidiff.samplers import CompiledModel
+from minidiff.unet import SelfAttention, UNet
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _random_unet(seed: int = 0, **kw) -> UNet:
+    """A small U-Net with every parameter random (the zero-initialised layers too), in eval mode."""
+    model = UNet(**{**dict(base_channels=16, channel_mults=(1, 2), attention_levels=(False, True)), **kw})
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------- gather's cache
+def test_gather_matches_plain_indexing(linear, gen):
+    t = torch.randint(0, linear.T, (7,), generator=gen(0))
+    like = torch.zeros(7, 3, 4, 4)
+    out = schedules.gather(linear.alpha_bars, t, like)
+    assert out.shape == (7, 1, 1, 1) and out.dtype == torch.float32
+    assert torch.equal(out.flatten(), linear.alpha_bars.float()[t])
+    out64 = schedules.gather(linear.alpha_bars, t, like.double())
+    assert torch.equal(out64.flatten(), linear.alpha_bars[t])           # same dtype and device: no copy at all
+
+
+def test_gather_converts_once_and_reuses_the_copy():
+    values = torch.linspace(0.1, 0.9, 50, dtype=torch.float64)
+    first = schedules._converted(values, torch.device("cpu"), torch.float32)
+    again = schedules._converted(values, torch.device("cpu"), torch.float32)
+    assert again is first and torch.equal(first, values.float())
+    half = schedules._converted(values, torch.device("cpu"), torch.bfloat16)  # another dtype: its own copy
+    assert half.dtype == torch.bfloat16 and half is not first
+
+
+def test_gather_cache_sees_in_place_changes_and_forgets_freed_tensors():
+    values = torch.linspace(0.1, 0.9, 50, dtype=torch.float64)
+    t, like = torch.tensor([0, 49]), torch.zeros(2)
+    assert schedules.gather(values, t, like).tolist() == pytest.approx([0.1, 0.9])
+    values.mul_(2)                                                       # the version counter moves on
+    assert schedules.gather(values, t, like).tolist() == pytest.approx([0.2, 1.8])
+    key = id(values)
+    assert key in schedules._CONVERTED
+    del values
+    gc.collect()
+    assert key not in schedules._CONVERTED
+
+
+# ---------------------------------------------------------------------------------------- batched guidance
+def test_batched_guidance_equals_two_calls_on_a_unet(gen):
+    """One call on 2B rows vs the conditional and unconditional calls, in float64 (rounding-level agreement)."""
+    model = _random_unet(num_classes=3).double()
+    x_t = torch.randn(4, 1, 8, 8, generator=gen(0), dtype=torch.float64)
+    t = torch.tensor([1, 300, 600, 999])
+    y = torch.tensor([0, 2, 1, 3])                                       # 3 = "no label" is allowed too
+    for s in (0.0, 3.0):
+        two_calls = md.cfg_combine(model(x_t, t, None), model(x_t, t, y), s)
+        torch.testing.assert_close(guided_eps(model, x_t, t, y, s), two_calls, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------- U-Net layouts
+def test_channels_last_unet_matches_nchw_forward_and_gradients(gen):
+    """``model.to(memory_format=torch.channels_last)`` (faster convolutions) computes the same function."""
+    model = _random_unet(num_classes=10, num_res_blocks=2).train()
+    fast = _random_unet(num_classes=10, num_res_blocks=2).train().to(memory_format=torch.channels_last)
+    x = torch.randn(3, 1, 16, 16, generator=gen(0))
+    t, y = torch.tensor([5, 500, 995]), torch.tensor([1, 10, 4])
+    out = model(x, t, y)
+    out_cl = fast(x.contiguous(memory_format=torch.channels_last), t, y)
+    assert out_cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out_cl, out, rtol=1e-4, atol=1e-5)
+    out.square().mean().backward()
+    out_cl.square().mean().backward()
+    for (name, p), p_cl in zip(model.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(p_cl.grad, p.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("ch", [32, 64])                                 # one head, two heads of 32 channels
+def test_attention_matches_the_formula(channels_last, ch, gen):
+    """softmax(q k^T / sqrt(d)) v per head, written out, whichever kernel the layout selects."""
+    attn = SelfAttention(ch, num_groups=8).double()
+    with torch.no_grad():
+        attn.proj.weight.copy_(0.1 * torch.randn(attn.proj.weight.shape, generator=gen(1), dtype=torch.float64))
+    x = torch.randn(2, ch, 4, 6, generator=gen(0), dtype=torch.float64)
+    B, C, H, W = x.shape
+    qkv = attn.qkv(attn.norm(x)).reshape(B, 3, attn.heads, C // attn.heads, H * W)   # (B, 3, nh, hd, HW)
+    q, k, v = qkv.unbind(dim=1)                                                      # (B, nh, hd, HW) each
+    weights = torch.softmax(q.transpose(-1, -2) @ k / math.sqrt(C // attn.heads), dim=-1)   # (B, nh, HW, HW)
+    h = (v @ weights.transpose(-1, -2)).reshape(B, C, H, W)                          # (B, C, H, W)
+    expected = x + attn.proj(h)
+    if channels_last:
+        attn, x = attn.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(attn(x), expected, rtol=1e-10, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------- compiled model
+def test_compiled_model_samples_like_the_eager_model(small, gen):
+    """The opt-in compiled path (graph capture through AOTAutograd; no CUDA graphs on the CPU) equals eager."""
+    model = _random_unet(num_classes=3)
+    fast = CompiledModel(model, backend="aot_eager")
+    assert fast.num_classes == 3
+    x_T = torch.randn(4, 1, 8, 8, generator=gen(0))
+    y = torch.tensor([0, 1, 2, 0])
+    for kw in (dict(), dict(y=y), dict(y=y, guidance_scale=2.0)):       # B rows, then 2B rows for guidance
+        eager = md.ddim_sample(model, x_T.shape, small, steps=5, x_T=x_T, **kw)
+        torch.testing.assert_close(md.ddim_sample(fast, x_T.shape, small, steps=5, x_T=x_T, **kw), eager,
+                                   rtol=1e-5, atol=1e-5)
+    short = md.NoiseSchedule.linear(T=8, beta_start=1e-3, beta_end=0.2)
+    eager = md.ddpm_sample(model, x_T.shape, short, x_T=x_T, generator=gen(1))
+    torch.testing.assert_close(md.ddpm_sample(fast, x_T.shape, short, x_T=x_T, generator=gen(1)), eager,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_model_returns_a_fresh_tensor_each_call(gen):
+    """A CUDA graph reuses its output memory; the wrapper hands out copies, so earlier results stay valid."""
+    fast = CompiledModel(_random_unet(), backend="eager")
+    x = torch.randn(2, 1, 8, 8, generator=gen(0))
+    first = fast(x, torch.tensor([1, 2]))
+    kept = first.clone()
+    second = fast(x, torch.tensor([900, 950]))
+    assert torch.equal(first, kept) and not torch.equal(first, second)
+
+
+def test_compiled_model_rejects_a_non_callable():
+    with pytest.raises(TypeError, match="model must be callable"):
+        CompiledModel(42)
+
+
+@pytest.mark.skipif(os.environ.get("MINIDIFF_TEST_INDUCTOR") != "1",
+                    reason="compiles C++ kernels (about a minute on a cold cache); set MINIDIFF_TEST_INDUCTOR=1")
+def test_inductor_compiled_model_matches_eager(small, gen):
+    model = _random_unet(num_classes=3)
+    x_T = torch.randn(4, 1, 8, 8, generator=gen(0))
+    y = torch.tensor([0, 1, 2, 3])
+    eager = md.ddim_sample(model, x_T.shape, small, steps=5, x_T=x_T, y=y, guidance_scale=2.0)
+    fast = md.ddim_sample(CompiledModel(model), x_T.shape, small, steps=5, x_T=x_T, y=y, guidance_scale=2.0)
+    torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-4)
