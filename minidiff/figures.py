@@ -17,9 +17,9 @@ import torch
 # matplotlib's player draws its buttons with an icon font loaded from a CDN; these characters need nothing.
 _ICONS = {
     "fa-minus": "&minus;", "fa-plus": "+",
-    "fa-fast-backward": "&#x23EE;", "fa-fast-forward": "&#x23ED;",
+    "fa-fast-backward": "|&#x25C0;", "fa-fast-forward": "&#x25B6;|",
     "fa-step-backward": "&#x2039;", "fa-step-forward": "&#x203A;",
-    "fa-play fa-flip-horizontal": "&#x25C0;", "fa-play": "&#x25B6;", "fa-pause": "&#x23F8;",
+    "fa-play fa-flip-horizontal": "&#x25C0;", "fa-play": "&#x25B6;", "fa-pause": "&#x2016;",
 }
 
 

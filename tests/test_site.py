@@ -186,6 +186,9 @@ def test_page_in_browser(page, server, browser, shots):
         if page.startswith("notebooks/"):
             assert len(images) >= 3, f"{page}: expected the chapter's figures, found {len(images)} images"
 
+        if page in SCREENSHOT_PAGES:
+            p.screenshot(path=str(shots / (page.replace("/", "__") + ".png")), full_page=False)
+
         players = p.locator("div.animation")
         if expects_animation:
             assert players.count() >= 1, f"{page}: the animation player is missing"
@@ -200,9 +203,8 @@ def test_page_in_browser(page, server, browser, shots):
                 player.locator("button[title='Next frame']").click()
                 after = slider.evaluate("s => Number(s.value)")
                 assert after == before + 1, f"{page}: 'Next frame' did not advance animation {k}"
-
-        if page in SCREENSHOT_PAGES:
-            p.screenshot(path=str(shots / (page.replace("/", "__") + ".png")), full_page=False)
+                if k == 0:
+                    player.screenshot(path=str(shots / (page.replace("/", "__") + "__animation.png")))
         assert not problems, f"{page}:\n" + "\n".join(problems)
     finally:
         context.close()
