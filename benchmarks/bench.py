@@ -1,0 +1,529 @@
+"""minidiff against diffusers, in one run on one machine: training speed, sampling time, peak memory.
+
+    python benchmarks/bench.py --device cpu          # about 6 minutes on one core of the development machine
+    python benchmarks/bench.py --device cuda         # full DDPM-1000 and DDIM-50 runs, plus the compiled paths
+
+Both libraries get the same work: the same parameter count (within 10%), resolution, batch, precision and
+number of threads, random images as data, warm-up calls excluded, the median of interleaved repeats (the two
+libraries alternate, so a change in machine load hits both). diffusers is ``UNet2DModel`` with
+``DDPMScheduler`` / ``DDIMScheduler``, constructed locally (no hub), driven by the loops of its
+``DDPMPipeline`` / ``DDIMPipeline`` and of the Hugging Face diffusion course's training notebook.
+minidiff is ``UNet`` in channels-last memory format with ``eps_loss``, ``ddpm_sample`` and ``ddim_sample``.
+
+Sampling on the CPU: 1000 steps of a U-Net take long there, so each sampler runs its real loop for a few steps
+and the time of 64 images is reported as the measured time per step times the number of steps. On CUDA the
+samplers run in full.
+
+Writes ``benchmarks/results/<device>-<date>.json`` (machine, versions, configurations, raw times, ratios) and
+prints a table. The book's Performance page is generated from these files (``benchmarks/report.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import minidiff as md
+from minidiff.samplers import CompiledModel
+from minidiff.train import TrainConfig, make_optimizer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SAMPLE_IMAGES = 64
+T = 1000
+DDIM_STEPS = 50
+
+# The two sizes. diffusers' 28-px model is the Hugging Face diffusion course's Fashion-MNIST configuration; the
+# minidiff configuration with the same architecture has exactly its parameter count. The 32-px model is DDPM's
+# CIFAR-10 network (Ho et al. 2020, appendix B) in both libraries, with dropout 0.1 as in the paper.
+SIZES = {
+    "fmnist-28px": dict(
+        shape=(1, 28, 28),
+        diffusers=dict(sample_size=28, in_channels=1, out_channels=1, layers_per_block=2,
+                       block_out_channels=(32, 64, 64),
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D")),
+        minidiff=dict(in_channels=1, base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=2,
+                      attention_levels=(False, True, True), scale_shift=False),
+        # batch, timed steps per training repeat, repeats; sampler steps timed per repeat (CPU), repeats
+        cpu=dict(train_batch=64, train_steps=1, train_repeats=7, sample_steps=2, sample_repeats=5),
+        cuda=dict(train_batch=128, train_steps=20, train_repeats=5, sample_repeats=3),
+    ),
+    "ddpm-cifar10-32px": dict(
+        shape=(3, 32, 32),
+        diffusers=dict(sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
+                       block_out_channels=(128, 256, 256, 256),
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), dropout=0.1),
+        minidiff=md.unet.PRESETS["ddpm-cifar10"],
+        cpu=dict(train_batch=8, train_steps=1, train_repeats=5, sample_steps=1, sample_repeats=3),
+        cuda=dict(train_batch=128, train_steps=10, train_repeats=5, sample_repeats=3),
+    ),
+}
+
+TARGETS = {  # minidiff / diffusers, from the issue
+    "cpu": {"train_images_per_s": 1.2, "ddpm_1000_seconds": 1.2, "ddim_50_seconds": 1.2},
+    "cuda": {"train_images_per_s": 1.5, "ddpm_1000_seconds": 5.0, "ddim_50_seconds": 3.0,
+             "train_peak_memory": 1.0},
+}
+
+
+# ------------------------------------------------------------------------------------------ models and steps
+def build(size: str, lib: str, device: torch.device, *, channels_last: bool = True, **overrides):
+    """The model of ``lib`` for ``size``, seeded, on ``device`` (minidiff in channels-last unless told)."""
+    torch.manual_seed(0)
+    spec = SIZES[size]
+    if lib == "diffusers":
+        from diffusers import UNet2DModel
+        model = UNet2DModel(**{**spec["diffusers"], **overrides}).to(device)
+    else:
+        model = md.UNet(**{**spec["minidiff"], **overrides}).to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last and lib == "minidiff" else model
+
+
+def images(size: str, batch: int, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
+    """Random images in [-1, 1]: data loading is not what is measured."""
+    x = torch.rand(batch, *SIZES[size]["shape"], generator=torch.Generator().manual_seed(1)) * 2 - 1
+    x = x.to(device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def train_step(lib: str, model, size: str, batch: int, device: torch.device, bf16: bool = False):
+    """One closure = one optimizer step of DDPM's Algorithm 1, as each library's own training loop does it."""
+    model.train()
+    gen = torch.Generator(device).manual_seed(2)
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)   # noqa: E731
+    if lib == "diffusers":
+        from diffusers import DDPMScheduler
+        sched = DDPMScheduler(num_train_timesteps=T)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        x0 = images(size, batch, device)
+
+        def step():   # the Hugging Face diffusion course's training loop
+            noise = torch.randn(x0.shape, generator=gen, device=device)
+            t = torch.randint(0, T, (batch,), generator=gen, device=device)
+            with autocast():
+                pred = model(sched.add_noise(x0, noise, t), t, return_dict=False)[0]
+                loss = F.mse_loss(pred.float(), noise)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    else:
+        sched = md.NoiseSchedule.linear(T=T)
+        opt = make_optimizer(model, TrainConfig(lr=1e-4), device)   # minidiff's optimizer (fused on CUDA)
+        x0 = images(size, batch, device, channels_last=True)
+
+        def step():   # minidiff.train's step without gradient clipping and EMA (the course loop has neither)
+            with autocast():
+                loss = md.eps_loss(model, x0, sched, generator=gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return step
+
+
+class _Stop(Exception):
+    pass
+
+
+def sample_run(lib: str, model, size: str, sampler: str, steps_timed: int | None, device: torch.device):
+    """One closure = ``steps_timed`` steps (all of them if None) of 64 images with DDPM-1000 or DDIM-50."""
+    model.eval()
+    shape = (SAMPLE_IMAGES, *SIZES[size]["shape"])
+    total = T if sampler == "ddpm" else DDIM_STEPS
+    n = total if steps_timed is None else steps_timed
+    gen = torch.Generator(device)
+    if lib == "diffusers":
+        from diffusers import DDIMScheduler, DDPMScheduler
+        sched = DDPMScheduler(num_train_timesteps=T, clip_sample=False) if sampler == "ddpm" else \
+            DDIMScheduler(num_train_timesteps=T, clip_sample=False)
+
+        @torch.no_grad()
+        def run():   # DDPMPipeline.__call__ / DDIMPipeline.__call__ without the conversion to PIL images
+            gen.manual_seed(3)
+            x = torch.randn(shape, generator=gen, device=device)
+            sched.set_timesteps(total)
+            for t in sched.timesteps[:n]:
+                eps = model(x, t).sample
+                kw = dict(eta=0.0) if sampler == "ddim" else {}
+                x = sched.step(eps, t, x, generator=gen, **kw).prev_sample
+            return x
+    else:
+        sched = md.NoiseSchedule.linear(T=T)
+
+        def stop_after_n(i, t, x, x0_hat):
+            if i + 1 == n and n < total:
+                raise _Stop
+
+        def run():
+            gen.manual_seed(3)
+            try:
+                if sampler == "ddpm":
+                    return md.ddpm_sample(model, shape, sched, generator=gen, device=device, callback=stop_after_n)
+                return md.ddim_sample(model, shape, sched, steps=total, generator=gen, device=device,
+                                      callback=stop_after_n)
+            except _Stop:
+                return None
+    return run
+
+
+# ------------------------------------------------------------------------------------------ timing
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(fns: dict, *, repeats: int, warmup: int, device: torch.device) -> dict:
+    """Wall and process-CPU seconds of each closure, ``repeats`` times, alternating the order every repeat."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    out = {name: {"wall_s": [], "cpu_s": []} for name in fns}
+    names = list(fns)
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            sync(device)
+            wall, cpu = time.perf_counter(), time.process_time()
+            fns[name]()
+            sync(device)
+            out[name]["wall_s"].append(time.perf_counter() - wall)
+            out[name]["cpu_s"].append(time.process_time() - cpu)
+    return out
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def cuda_peak(fn, device: torch.device) -> int:
+    """Peak bytes allocated on the GPU while ``fn`` runs (weights, gradients and optimizer state included)."""
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    sync(device)
+    return torch.cuda.max_memory_allocated(device)
+
+
+def cpu_peak_rss_delta(size: str, lib: str, batch: int, threads: int) -> int | None:
+    """Growth of the peak resident memory over two training steps, measured in a fresh process per library."""
+    cmd = [sys.executable, __file__, "--memory-probe", size, lib, str(batch), "--threads", str(threads)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
+        return int(json.loads(out.strip().splitlines()[-1])["peak_rss_delta_bytes"])
+    except (subprocess.SubprocessError, ValueError, KeyError, IndexError):
+        return None
+
+
+def memory_probe(size: str, lib: str, batch: int) -> None:
+    device = torch.device("cpu")
+    step = train_step(lib, build(size, lib, device), size, batch, device)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss          # KiB on Linux
+    step()
+    step()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_rss_delta_bytes": (after - before) * 1024}))
+
+
+# ------------------------------------------------------------------------------------------ one size
+def bench_size(size: str, device: torch.device, args) -> dict:
+    spec = SIZES[size]
+    plan = dict(spec[device.type])
+    if args.repeats is not None:
+        plan.update(train_repeats=args.repeats, sample_repeats=args.repeats)
+    models = {lib: build(size, lib, device) for lib in ("diffusers", "minidiff")}
+    params = {lib: md.n_params(m) for lib, m in models.items()}
+    if abs(params["minidiff"] / params["diffusers"] - 1) > 0.10:
+        raise RuntimeError(f"{size}: parameter counts differ by more than 10%: {params}")
+    result = {"params": params, "plan": plan, "configs": {
+        "diffusers": {k: list(v) if isinstance(v, tuple) else v for k, v in spec["diffusers"].items()},
+        "minidiff": models["minidiff"].config}}
+    B = plan["train_batch"]
+    print(f"\n{size}: {params['diffusers']:,} vs {params['minidiff']:,} parameters; training batch {B}", flush=True)
+
+    # Training images per second.
+    steps = {lib: train_step(lib, m, size, B, device, args.bf16) for lib, m in models.items()}
+    per_repeat = plan["train_steps"]
+    fns = {lib: (lambda s=s: [s() for _ in range(per_repeat)]) for lib, s in steps.items()}
+    if args.compile:
+        fast = torch.compile(models["minidiff"])
+        fns["minidiff-compiled"] = (lambda s=train_step("minidiff", fast, size, B, device, args.bf16):
+                                    [s() for _ in range(per_repeat)])
+    clock = time.perf_counter()
+    for fn in fns.values():
+        fn()                                                            # includes any compilation
+    result["train_first_call_s"] = time.perf_counter() - clock
+    raw = interleaved(fns, repeats=plan["train_repeats"], warmup=1, device=device)
+    result["train"] = {name: {**r, "images_per_s": B * per_repeat / median(r["wall_s"]),
+                              "images_per_s_cpu_time": B * per_repeat / median(r["cpu_s"])}
+                       for name, r in raw.items()}
+    if device.type == "cuda":
+        result["train_peak_memory_bytes"] = {lib: cuda_peak(steps[lib], device) for lib in steps}
+    elif not args.no_memory:
+        result["train_peak_rss_delta_bytes"] = {lib: cpu_peak_rss_delta(size, lib, B, args.threads)
+                                                for lib in steps}
+    print(f"  training: " + ", ".join(f"{k} {v['images_per_s']:.1f} img/s" for k, v in result["train"].items()),
+          flush=True)
+
+    # Sampling 64 images: DDPM-1000 and DDIM-50.
+    timed = None if device.type == "cuda" else plan["sample_steps"]
+    samplers = {}
+    if args.compile:
+        samplers["minidiff-compiled"] = CompiledModel(models["minidiff"].eval())
+    for sampler, total in (("ddpm", T), ("ddim", DDIM_STEPS)):
+        fns = {lib: sample_run(lib, m, size, sampler, timed, device) for lib, m in models.items()}
+        fns.update({name: sample_run("minidiff", m, size, sampler, timed, device) for name, m in samplers.items()})
+        raw = interleaved(fns, repeats=plan["sample_repeats"], warmup=1, device=device)
+        n = total if timed is None else timed
+        result[sampler] = {name: {**r, "steps_timed": n, "steps": total,
+                                  "seconds": median(r["wall_s"]) / n * total,
+                                  "seconds_cpu_time": median(r["cpu_s"]) / n * total}
+                           for name, r in raw.items()}
+        print(f"  {sampler}-{total}, {SAMPLE_IMAGES} images: "
+              + ", ".join(f"{k} {v['seconds']:.1f} s" for k, v in result[sampler].items()), flush=True)
+    if device.type == "cuda":
+        result["sample_peak_memory_bytes"] = {
+            lib: cuda_peak(sample_run(lib, m, size, "ddim", None, device), device) for lib, m in models.items()}
+
+    result["ratios"] = ratios(result)
+    return result
+
+
+def ratios(r: dict) -> dict:
+    """minidiff / diffusers speed-ups (> 1 is minidiff faster) and the memory ratio (< 1 is minidiff smaller)."""
+    out = {}
+    for name in [k for k in r["train"] if k != "diffusers"]:
+        suffix = "" if name == "minidiff" else "_" + name.split("-", 1)[1]
+        out["train_images_per_s" + suffix] = r["train"][name]["images_per_s"] / r["train"]["diffusers"]["images_per_s"]
+        out["train_images_per_s_cpu_time" + suffix] = (r["train"][name]["images_per_s_cpu_time"]
+                                                       / r["train"]["diffusers"]["images_per_s_cpu_time"])
+    for sampler, key in (("ddpm", "ddpm_1000_seconds"), ("ddim", "ddim_50_seconds")):
+        for name in [k for k in r[sampler] if k != "diffusers"]:
+            suffix = "" if name == "minidiff" else "_" + name.split("-", 1)[1]
+            out[key + suffix] = r[sampler]["diffusers"]["seconds"] / r[sampler][name]["seconds"]
+            out[key + "_cpu_time" + suffix] = (r[sampler]["diffusers"]["seconds_cpu_time"]
+                                               / r[sampler][name]["seconds_cpu_time"])
+    for key in ("train_peak_memory_bytes", "train_peak_rss_delta_bytes", "sample_peak_memory_bytes"):
+        mem = r.get(key)
+        if mem and mem.get("diffusers") and mem.get("minidiff") is not None:
+            out[key.replace("_bytes", "") + "_minidiff_over_diffusers"] = mem["minidiff"] / mem["diffusers"]
+    return out
+
+
+# ------------------------------------------------------------------------------------------ what each change buys
+def ablation(device: torch.device, args) -> dict:
+    """The 28-px model in the layouts and code paths that the optimisations changed, one at a time."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    size, B = "fmnist-28px", SAMPLE_IMAGES
+    repeats = args.repeats or 4
+    math_attention = lambda: sdpa_kernel(SDPBackend.MATH)                 # noqa: E731
+
+    def forward_and_train(model, size: str, B: int, channels_last: bool, context=None):
+        x = images(size, B, device, channels_last=channels_last)
+        t = torch.randint(0, T, (B,), generator=torch.Generator().manual_seed(4)).to(device)
+        out_of = (lambda o: o) if isinstance(model, md.UNet) else (lambda o: o.sample)
+        context = context or contextlib.nullcontext
+
+        def forward():
+            with torch.no_grad(), context():
+                out_of(model.eval()(x, t))
+
+        def train():
+            with context():
+                out_of(model.train()(x, t)).square().mean().backward()
+            model.zero_grad(set_to_none=True)
+        return forward, train
+
+    variants = {
+        "minidiff NCHW, unfused (math) attention": (build(size, "minidiff", device, channels_last=False), False,
+                                                    math_attention),
+        "minidiff NCHW, fused attention": (build(size, "minidiff", device, channels_last=False), False, None),
+        "minidiff channels-last, fused attention": (build(size, "minidiff", device), True, None),
+        "minidiff channels-last, num_groups=32": (build(size, "minidiff", device, num_groups=32), True, None),
+        "diffusers": (build(size, "diffusers", device), False, None),
+        "diffusers channels-last": (build(size, "diffusers", device).to(memory_format=torch.channels_last),
+                                    True, None),
+    }
+    pairs = {name: forward_and_train(m, size, B, cl, ctx) for name, (m, cl, ctx) in variants.items()}
+    print(f"\nablation ({size}, batch {B}, forward pass and forward+backward)", flush=True)
+    fwd = interleaved({k: f for k, (f, _) in pairs.items()}, repeats=repeats, warmup=1, device=device)
+    trn = interleaved({k: g for k, (_, g) in pairs.items()}, repeats=repeats, warmup=1, device=device)
+    out = {"size": size, "batch": B, "repeats": repeats, "forward": fwd, "forward_backward": trn}
+    for name in pairs:
+        print(f"  {name:<42} forward {median(fwd[name]['wall_s']) * 1e3:7.0f} ms   "
+              f"forward+backward {median(trn[name]['wall_s']) * 1e3:7.0f} ms", flush=True)
+
+    # Classifier-free guidance: one call of 2B rows against two calls of B rows.
+    model = build(size, "minidiff", device, num_classes=10).eval()
+    x = images(size, B, device, channels_last=True)
+    t = torch.full((B,), 500, device=device)
+    y = torch.arange(B, device=device) % 10
+    hidden = lambda x_t, t, y=None: model(x_t, t, y)                     # no num_classes: two calls  # noqa: E731
+    with torch.no_grad():
+        cfg = interleaved({"one call of 2B rows": lambda: md.guidance.guided_eps(model, x, t, y, 3.0),
+                           "two calls of B rows": lambda: md.guidance.guided_eps(hidden, x, t, y, 3.0)},
+                          repeats=repeats, warmup=1, device=device)
+    out["guidance_step"] = cfg
+    print("  guided prediction (scale 3): " + ", ".join(f"{k} {median(v['wall_s']) * 1e3:.0f} ms"
+                                                        for k, v in cfg.items()), flush=True)
+
+    # The 35.7M model with the attention of google/ddpm-cifar10-32 (one head) instead of diffusers' default
+    # (heads of 8 channels): the same parameters and FLOPs, another attention kernel shape.
+    size, B = "ddpm-cifar10-32px", 16
+    heads = {"diffusers, heads of 8 channels (default)": build(size, "diffusers", device),
+             "diffusers, one head (google/ddpm-cifar10-32)": build(size, "diffusers", device, attention_head_dim=None),
+             "minidiff, heads of 32 channels": build(size, "minidiff", device)}
+    fns = {name: forward_and_train(m, size, B, isinstance(m, md.UNet))[0] for name, m in heads.items()}
+    out["cifar_attention_heads_forward"] = {"batch": B, **interleaved(fns, repeats=max(repeats - 1, 2), warmup=1,
+                                                                       device=device)}
+    print(f"  {size} forward, batch {B}: " + ", ".join(
+        f"{k} {median(out['cifar_attention_heads_forward'][k]['wall_s']) * 1e3:.0f} ms" for k in heads), flush=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ report
+def machine(device: torch.device, threads: int) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu_model": cpu, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "threads_requested": threads, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "platform": platform.platform(), "load_average_at_start": list(os.getloadavg())}
+
+
+def versions() -> dict:
+    import diffusers
+    import numpy
+    return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "minidiff": md.__version__, "numpy": numpy.__version__,
+            "cuda": torch.version.cuda, "mkldnn": torch.backends.mkldnn.is_available()}
+
+
+def table_rows(r: dict) -> list[tuple[str, float, float, str | None, str]]:
+    """(metric, diffusers, minidiff, ratio key, number format) for one size."""
+    rows = [("training img/s", r["train"]["diffusers"]["images_per_s"], r["train"]["minidiff"]["images_per_s"],
+             "train_images_per_s", "{:.1f}")]
+    for sampler, key in (("ddpm", "ddpm_1000_seconds"), ("ddim", "ddim_50_seconds")):
+        s = r[sampler]["minidiff"]
+        how = "s" if s["steps_timed"] == s["steps"] else f"s, step x {s['steps']}"
+        rows.append((f"{sampler.upper()}-{s['steps']}, 64 images ({how})", r[sampler]["diffusers"]["seconds"],
+                     s["seconds"], key, "{:.1f}"))
+    for key, label in (("train_peak_memory_bytes", "train peak GPU memory (MiB)"),
+                       ("train_peak_rss_delta_bytes", "train peak RSS growth (MiB)")):
+        mem = r.get(key)
+        if mem and None not in mem.values():
+            rows.append((label, mem["diffusers"] / 2**20, mem["minidiff"] / 2**20,
+                         key.replace("_bytes", "_minidiff_over_diffusers"), "{:.0f}"))
+    return rows
+
+
+def targets_met(res: dict) -> dict:
+    """Each target of the device against the ratio it is about (memory: minidiff / diffusers <= target)."""
+    met = {}
+    for size, r in res["sizes"].items():
+        for key, target in res["targets"].items():
+            if key == "train_peak_memory":
+                ratio = r["ratios"].get("train_peak_memory_minidiff_over_diffusers")
+                met[f"{size}:{key}"] = None if ratio is None else ratio <= target
+            else:
+                ratio = r["ratios"].get(key)
+                met[f"{size}:{key}"] = None if ratio is None else ratio >= target
+    return met
+
+
+def print_table(res: dict) -> None:
+    m = res["machine"]
+    print(f"\n{m['gpu'] or m['cpu_model']}, {m['torch_threads']} thread(s), torch {res['versions']['torch']}, "
+          f"diffusers {res['versions']['diffusers']}")
+    head = f"{'size':<19}{'metric':<36}{'diffusers':>10}{'minidiff':>10}{'ratio':>8}{'target':>8}"
+    print(head + "\n" + "-" * len(head))
+    for size, r in res["sizes"].items():
+        for metric, d, mini, key, fmt in table_rows(r):
+            ratio = r["ratios"].get(key)
+            target = res["targets"].get(key.replace("_minidiff_over_diffusers", ""))
+            print(f"{size:<19}{metric:<36}{fmt.format(d):>10}{fmt.format(mini):>10}"
+                  f"{'' if ratio is None else f'{ratio:.2f}x':>8}{'' if target is None else f'{target}x':>8}")
+    print("ratio: minidiff's speed-up over diffusers (memory rows: minidiff / diffusers)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads for both libraries (default 1: fair on a shared machine)")
+    p.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated subset of {', '.join(SIZES)}")
+    p.add_argument("--repeats", type=int, help="override the repeats of every measurement")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time minidiff's opt-in compiled paths (default: on for CUDA, off for the CPU)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast in training, both libraries (CUDA)")
+    p.add_argument("--no-ablation", action="store_true", help="skip the one-change-at-a-time measurements")
+    p.add_argument("--no-memory", action="store_true", help="skip the CPU memory probes (two processes per size)")
+    p.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/<device>-<date>.json)")
+    p.add_argument("--memory-probe", nargs=3, metavar=("SIZE", "LIB", "BATCH"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.memory_probe:
+        size, lib, batch = args.memory_probe
+        memory_probe(size, lib, int(batch))
+        return 0
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available")
+    if args.compile is None:
+        args.compile = device.type == "cuda"
+    if args.bf16 and device.type != "cuda":
+        p.error("--bf16 is for CUDA; the CPU comparison runs in float32")
+    sizes = args.sizes.split(",")
+    if not set(sizes) <= set(SIZES):
+        p.error(f"--sizes must be a subset of {', '.join(SIZES)}")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    start = time.perf_counter()
+    res = {"benchmark": "minidiff vs diffusers", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+           "date": datetime.datetime.now().isoformat(timespec="seconds"), "device": device.type,
+           "machine": machine(device, args.threads), "versions": versions(),
+           "method": {
+               "precision": "bfloat16 autocast (training)" if args.bf16 else "float32",
+               "timing": "median of interleaved repeats, wall clock (process CPU time recorded too); "
+                         "one warm-up call per closure excluded",
+               "sampling": ("full runs" if device.type == "cuda" else
+                            "per-step time x steps: each sampler's real loop timed for a few steps"),
+               "training": "one AdamW step on random images; diffusers: the course loop (add_noise, MSE); "
+                           "minidiff: eps_loss and minidiff.train.make_optimizer; no gradient clipping or EMA",
+               "minidiff_memory_format": "channels_last", "diffusers_memory_format": "contiguous (default)",
+               "sample_images": SAMPLE_IMAGES, "T": T, "ddim_steps": DDIM_STEPS,
+               "schedulers": "linear betas 1e-4..0.02; no clipping; DDPM variance beta_tilde; DDIM eta = 0"},
+           "targets": TARGETS[device.type], "sizes": {}}
+    for size in sizes:
+        res["sizes"][size] = bench_size(size, device, args)
+    if not args.no_ablation:
+        res["ablation"] = ablation(device, args)
+    res["machine"]["load_average_at_end"] = list(os.getloadavg())
+    res["seconds_total"] = time.perf_counter() - start
+    res["targets_met"] = targets_met(res)
+    out = args.out or RESULTS / f"{device.type}-{datetime.date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    print_table(res)
+    print(f"\nwrote {out} ({res['seconds_total']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
