@@ -114,15 +114,17 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """x: (B, in_ch, H, W); emb: (B, emb_dim), already passed through SiLU. Returns (B, out_ch, H, W)."""
-        h = self.conv1(F.silu(self.norm1(x)))                        # (B, out_ch, H, W)
+        # SiLU and the additions run in place where autograd allows it: fewer fresh activation buffers (on the
+        # CPU a large new buffer costs page faults). A convolution's backward does not need its output.
+        h = self.conv1(F.silu(self.norm1(x), inplace=True))          # (B, out_ch, H, W)
         e = self.emb_proj(emb)[:, :, None, None]                     # (B, out_ch or 2 * out_ch, 1, 1)
         if self.scale_shift:
             scale, shift = e.chunk(2, dim=1)                         # (B, out_ch, 1, 1) each
-            h = self.norm2(h) * (1 + scale) + shift
+            h = torch.addcmul(shift, self.norm2(h), 1 + scale)       # norm2(h) * (1 + scale) + shift
         else:
-            h = self.norm2(h + e)
-        h = self.conv2(self.dropout(F.silu(h)))                      # (B, out_ch, H, W)
-        return self.skip(x) + h
+            h = self.norm2(h.add_(e))                                # norm2(h + e)
+        h = self.conv2(self.dropout(F.silu(h, inplace=True)))        # (B, out_ch, H, W)
+        return h.add_(self.skip(x))                                  # skip(x) + h
 
 
 class SelfAttention(nn.Module):
@@ -149,7 +151,7 @@ class SelfAttention(nn.Module):
         q, k, v = qkv.unbind(dim=1)                                  # (B, nh, HW, hd) each
         h = F.scaled_dot_product_attention(q, k, v)                  # (B, nh, HW, hd)
         h = h.transpose(-1, -2).reshape(B, C, H, W)                  # (B, C, H, W)
-        return x + self.proj(h)
+        return self.proj(h).add_(x)                                  # x + proj(h)
 
 
 class Block(nn.Module):
@@ -363,4 +365,4 @@ class UNet(nn.Module):
             if i < self.levels - 1:
                 h = self.upsample[i](h)                                  # (B, width_level, 2 H_l, 2 W_l)
 
-        return self.conv_out(F.silu(self.norm_out(h)))                   # (B, out_channels, H, W)
+        return self.conv_out(F.silu(self.norm_out(h), inplace=True))     # (B, out_channels, H, W)
