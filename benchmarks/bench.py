@@ -206,6 +206,32 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+def forward_flops(model, size: str, device: torch.device) -> int:
+    """Floating-point operations of one image's forward pass (convolutions, matrix products, attention),
+    counted by PyTorch's FlopCounterMode; a training step costs about three times this per image."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+    x = images(size, 1, device)
+    # The unfused attention kernel is made of matrix products, which the counter sees.
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model.eval()(x, torch.zeros(1, dtype=torch.long, device=device))
+    return counter.get_total_flops()
+
+
+def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's float32 matrix-multiply rate (FLOP/s) with the benchmark's threads: a practical ceiling."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
 def cuda_peak(fn, device: torch.device) -> int:
     """Peak bytes allocated on the GPU while ``fn`` runs (weights, gradients and optimizer state included)."""
     sync(device)
@@ -245,7 +271,9 @@ def bench_size(size: str, device: torch.device, args) -> dict:
     params = {lib: md.n_params(m) for lib, m in models.items()}
     if abs(params["minidiff"] / params["diffusers"] - 1) > 0.10:
         raise RuntimeError(f"{size}: parameter counts differ by more than 10%: {params}")
-    result = {"params": params, "plan": plan, "configs": {
+    result = {"params": params, "flops_per_image_forward": {lib: forward_flops(m, size, device)
+                                                            for lib, m in models.items()},
+              "plan": plan, "configs": {
         "diffusers": {k: list(v) if isinstance(v, tuple) else v for k, v in spec["diffusers"].items()},
         "minidiff": models["minidiff"].config}}
     B = plan["train_batch"]
@@ -325,7 +353,7 @@ def ablation(device: torch.device, args) -> dict:
     """The 28-px model in the layouts and code paths that the optimisations changed, one at a time."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     size, B = "fmnist-28px", SAMPLE_IMAGES
-    repeats = args.repeats or 4
+    repeats = args.repeats or 3
     math_attention = lambda: sdpa_kernel(SDPBackend.MATH)                 # noqa: E731
 
     def forward_and_train(model, size: str, B: int, channels_last: bool, context=None):
@@ -510,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
                "sample_images": SAMPLE_IMAGES, "T": T, "ddim_steps": DDIM_STEPS,
                "schedulers": "linear betas 1e-4..0.02; no clipping; DDPM variance beta_tilde; DDIM eta = 0"},
            "targets": TARGETS[device.type], "sizes": {}}
+    res["machine"]["fp32_matmul_flops_per_s"] = matmul_peak(device)
     for size in sizes:
         res["sizes"][size] = bench_size(size, device, args)
     if not args.no_ablation:
