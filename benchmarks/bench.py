@@ -138,8 +138,9 @@ class _Stop(Exception):
 
 
 def sample_run(lib: str, model, size: str, sampler: str, steps_timed: int | None, device: torch.device):
-    """One closure = ``steps_timed`` steps (all of them if None) of 64 images with DDPM-1000 or DDIM-50."""
-    model.eval()
+    """One closure = ``steps_timed`` steps (all of them if None) of 64 images with DDPM-1000 or DDIM-50.
+
+    ``model`` must already be in eval mode."""
     shape = (SAMPLE_IMAGES, *SIZES[size]["shape"])
     total = T if sampler == "ddpm" else DDIM_STEPS
     n = total if steps_timed is None else steps_timed
@@ -305,9 +306,11 @@ def bench_size(size: str, device: torch.device, args) -> dict:
 
     # Sampling 64 images: DDPM-1000 and DDIM-50.
     timed = None if device.type == "cuda" else plan["sample_steps"]
+    for m in models.values():
+        m.eval()
     samplers = {}
     if args.compile:
-        samplers["minidiff-compiled"] = CompiledModel(models["minidiff"].eval())
+        samplers["minidiff-compiled"] = CompiledModel(models["minidiff"])
     for sampler, total in (("ddpm", T), ("ddim", DDIM_STEPS)):
         fns = {lib: sample_run(lib, m, size, sampler, timed, device) for lib, m in models.items()}
         fns.update({name: sample_run("minidiff", m, size, sampler, timed, device) for name, m in samplers.items()})
@@ -419,6 +422,28 @@ def ablation(device: torch.device, args) -> dict:
     return out
 
 
+def thread_probe(device: torch.device, threads: list[int], repeats: int = 3) -> dict:
+    """One forward pass of the 28-px minidiff model at batch 64 with each number of threads, interleaved."""
+    size, B = "fmnist-28px", SAMPLE_IMAGES
+    model = build(size, "minidiff", device).eval()
+    x = images(size, B, device, channels_last=True)
+    t = torch.randint(0, T, (B,), generator=torch.Generator().manual_seed(4))
+    before = torch.get_num_threads()
+    out = {"batch": B, "load_average": list(os.getloadavg()), "wall_s": {str(n): [] for n in threads}}
+    with torch.no_grad():
+        for r in range(repeats + 1):
+            for n in threads:
+                torch.set_num_threads(n)
+                start = time.perf_counter()
+                model(x, t)
+                if r:                                                     # the first round is the warm-up
+                    out["wall_s"][str(n)].append(time.perf_counter() - start)
+    torch.set_num_threads(before)
+    print("\nthreads, 28-px forward at batch 64: " + ", ".join(
+        f"{n}: {median(v) * 1e3:.0f} ms" for n, v in out["wall_s"].items()), flush=True)
+    return out
+
+
 # ------------------------------------------------------------------------------------------ report
 def machine(device: torch.device, threads: int) -> dict:
     cpu = platform.processor() or platform.machine()
@@ -501,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast in training, both libraries (CUDA)")
     p.add_argument("--no-ablation", action="store_true", help="skip the one-change-at-a-time measurements")
     p.add_argument("--no-memory", action="store_true", help="skip the CPU memory probes (two processes per size)")
+    p.add_argument("--thread-probe", action=argparse.BooleanOptionalAction, default=True,
+                   help="CPU: time one forward pass with 1 thread and with all logical CPUs (a few seconds)")
     p.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/<device>-<date>.json)")
     p.add_argument("--memory-probe", nargs=3, metavar=("SIZE", "LIB", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -536,6 +563,10 @@ def main(argv: list[str] | None = None) -> int:
                            "minidiff: eps_loss and minidiff.train.make_optimizer; no gradient clipping or EMA",
                "minidiff_memory_format": "channels_last", "diffusers_memory_format": "contiguous (default)",
                "sample_images": SAMPLE_IMAGES, "T": T, "ddim_steps": DDIM_STEPS,
+               "cuda_settings": None if device.type != "cuda" else {
+                   "cudnn_benchmark": torch.backends.cudnn.benchmark,
+                   "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+                   "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32},
                "schedulers": "linear betas 1e-4..0.02; no clipping; DDPM variance beta_tilde; DDIM eta = 0"},
            "targets": TARGETS[device.type], "sizes": {}}
     res["machine"]["fp32_matmul_flops_per_s"] = matmul_peak(device)
@@ -543,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
         res["sizes"][size] = bench_size(size, device, args)
     if not args.no_ablation:
         res["ablation"] = ablation(device, args)
+    if device.type == "cpu" and args.thread_probe:
+        res["thread_probe"] = thread_probe(device, sorted({1, args.threads, os.cpu_count() or 1}))
     res["machine"]["load_average_at_end"] = list(os.getloadavg())
     res["seconds_total"] = time.perf_counter() - start
     res["targets_met"] = targets_met(res)
