@@ -177,8 +177,8 @@ def test_page_in_browser(page, server, browser, shots):
             assert math["count"] > 0 and math["containers"] > 0, f"{page}: no rendered math (mjx-container) found"
         assert math["unrendered"] == 0, f"{page}: {math['unrendered']} of {math['count']} formulas not rendered"
         text = p.evaluate(VISIBLE_TEXT_JS)
-        for raw in ("$$", "\\[", "\\(", "\\begin{"):
-            assert raw not in text, f"{page}: raw LaTeX {raw!r} in the page text: ...{text[text.find(raw) - 80:][:200]}..."
+        for raw in ("$$", "\\[", "\\(", "\\begin{", "![", "](http", "](data:"):
+            assert raw not in text, f"{page}: raw LaTeX or Markdown {raw!r} in the page text: ...{text[text.find(raw) - 80:][:200]}..."
 
         images = p.evaluate(IMAGES_JS)
         broken = [i["src"] for i in images if not i["ok"]]
