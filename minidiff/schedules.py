@@ -190,9 +190,10 @@ def _converted(values: torch.Tensor, device: torch.device, dtype: torch.dtype) -
     if values.device == device and values.dtype == dtype:
         return values
     key = id(values)
+    version = -1 if values.is_inference() else values._version     # inference tensors have no version counter
     entry = _CONVERTED.get(key)
-    if entry is None or entry[0]() is not values or entry[1] != values._version:
-        entry = (weakref.ref(values, lambda _, key=key: _CONVERTED.pop(key, None)), values._version, {})
+    if entry is None or entry[0]() is not values or entry[1] != version:
+        entry = (weakref.ref(values, lambda _, key=key: _CONVERTED.pop(key, None)), version, {})
         _CONVERTED[key] = entry
     copies = entry[2]
     if (device, dtype) not in copies:
