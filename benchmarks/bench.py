@@ -25,7 +25,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -67,7 +66,7 @@ SIZES = {
                        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
                        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), dropout=0.1),
         minidiff=md.unet.PRESETS["ddpm-cifar10"],
-        cpu=dict(train_batch=8, train_steps=1, train_repeats=5, sample_steps=1, sample_repeats=3),
+        cpu=dict(train_batch=8, train_steps=1, train_repeats=5, sample_steps=1, sample_repeats=5),
         cuda=dict(train_batch=128, train_steps=10, train_repeats=5, sample_repeats=3),
     ),
 }
@@ -252,14 +251,20 @@ def cpu_peak_rss_delta(size: str, lib: str, batch: int, threads: int) -> int | N
         return None
 
 
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes (Linux VmHWM; unlike ru_maxrss it is not inherited from
+    the parent process)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
 def memory_probe(size: str, lib: str, batch: int) -> None:
     device = torch.device("cpu")
     step = train_step(lib, build(size, lib, device), size, batch, device)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss          # KiB on Linux
+    before = peak_rss()
     step()
     step()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_rss_delta_bytes": (after - before) * 1024}))
+    print(json.dumps({"peak_rss_delta_bytes": peak_rss() - before}))
 
 
 # ------------------------------------------------------------------------------------------ one size
@@ -454,6 +459,7 @@ def machine(device: torch.device, threads: int) -> dict:
         pass
     return {"cpu_model": cpu, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "threads_requested": threads, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "nice": os.nice(0),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "platform": platform.platform(), "load_average_at_start": list(os.getloadavg())}
 

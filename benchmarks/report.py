@@ -81,8 +81,8 @@ def models_table(res: dict) -> list[str]:
 
 
 def results_table(res: dict) -> list[str]:
-    rows = ["| model | measurement | diffusers | minidiff | minidiff speed-up | target | met |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| model | measurement | diffusers | minidiff | minidiff speed-up | same, in CPU time | target | met |",
+            "|---|---|---|---|---|---|---|---|"]
     targets = res["targets"]
     for size, r in res["sizes"].items():
         name = LABELS.get(size, size)
@@ -103,14 +103,14 @@ def results_table(res: dict) -> list[str]:
             if key.endswith("_bytes"):
                 ratio = m / d
                 target = targets.get("train_peak_memory") if "memory_bytes" in key else None
-                shown = f"{ratio:.2f}× the memory"
+                shown, cpu_time = f"{ratio:.2f}× the memory", ""
                 met = "" if target is None else ("yes" if ratio <= target else "**no**")
             else:
                 ratio = r["ratios"][key]
                 target = targets.get(key)
-                shown = f"**{ratio:.2f}×**"
+                shown, cpu_time = f"**{ratio:.2f}×**", f"{r['ratios'][key + '_cpu_time']:.2f}×"
                 met = "" if target is None else ("yes" if ratio >= target else "**no**")
-            rows.append(f"| {name} | {label} | {fmt(d)} | {fmt(m)} | {shown} | "
+            rows.append(f"| {name} | {label} | {fmt(d)} | {fmt(m)} | {shown} | {cpu_time} | "
                         f"{'' if target is None else f'{target}×'} | {met} |")
     return rows
 
@@ -222,19 +222,26 @@ def threads_advice(res: dict | None) -> str:
     if probe:
         times = ", ".join(f"{k} thread{'s' if k != '1' else ''}: {med(v) * 1e3:,.0f} ms"
                           for k, v in probe["wall_s"].items())
-        text += (f" Measured on this page's CPU machine while another process kept one core busy (load average "
-                 f"{probe['load_average'][0]:.1f}), one forward pass of the 28-px model at batch {probe['batch']}: "
-                 f"{times}.")
+        nice = res["machine"].get("nice")
+        text += (f" Measured on this page's CPU machine with other work running (load average "
+                 f"{probe['load_average'][0]:.1f} on {res['machine']['logical_cpus']} logical CPUs; the benchmark "
+                 f"at nice {nice}), one forward pass of the 28-px model at batch {probe['batch']}: {times}.")
     return text
 
 
 def section(res: dict, title: str) -> list[str]:
     out = [f"## {title}", "", machine_line(res), "", *models_table(res), "", *results_table(res), ""]
     if res["device"] == "cpu":
+        plans = "; ".join(f"{LABELS.get(k, k)}: {r['plan']['train_repeats']} training repeats of "
+                          f"{r['plan']['train_steps']} step, {r['plan']['sample_repeats']} sampling repeats of "
+                          f"{r['plan']['sample_steps']} step{'s' if r['plan']['sample_steps'] > 1 else ''}"
+                          for k, r in res["sizes"].items())
         out += ["Sampling on the CPU: each sampler's real loop (diffusers' `DDPMPipeline` / `DDIMPipeline` loop, "
                 "minidiff's `ddpm_sample` / `ddim_sample`) was timed for a few steps, and the time for 64 images "
-                "is that per-step time multiplied by the number of steps. Process CPU time gives the same ratios "
-                "within a few percent (both are in the result file).", ""]
+                "is that per-step time multiplied by the number of steps. The speed-ups are ratios of median wall "
+                "times; the ratios of median process CPU time are shown beside them, since they do not count "
+                "the moments another program had the core. Repeats: " + plans + ". Memory: growth of the peak "
+                "resident memory over two training steps, each library in a fresh process.", ""]
     comp = compiled_rows(res)
     if comp:
         out += ["minidiff's opt-in compiled paths (`torch.compile`; `CompiledModel` with CUDA graphs for "
