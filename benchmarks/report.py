@@ -68,8 +68,9 @@ def models_table(res: dict) -> list[str]:
             "forward GFLOP per image |", "|---|---|---|---|---|"]
     for size, r in res["sizes"].items():
         d, m = r["configs"]["diffusers"], r["configs"]["minidiff"]
+        n_attn = sum("Attn" in b for b in d["down_block_types"])
         dtxt = (f"`UNet2DModel`, channels {tuple(d['block_out_channels'])}, {d['layers_per_block']} layers per "
-                f"block, attention in {sum('Attn' in b for b in d['down_block_types'])} down blocks, "
+                f"block, attention in {n_attn} down block{'s' if n_attn != 1 else ''}, "
                 f"dropout {d.get('dropout', 0.0)}")
         mtxt = (f"`UNet`, base {m['base_channels']}, mults {tuple(m['channel_mults'])}, {m['num_res_blocks']} res "
                 f"blocks, attention levels {tuple(int(a) for a in m['attention_levels'])}, "
@@ -129,8 +130,9 @@ def ceiling(res: dict) -> list[str]:
     peak = res["machine"].get("fp32_matmul_flops_per_s")
     if not peak:
         return []
+    threads = res["machine"]["torch_threads"]
     out = [f"On this machine a large float32 matrix product runs at {peak / 1e9:,.0f} GFLOP/s with the benchmark's "
-           f"{res['machine']['torch_threads']} thread(s): no convolution network can do its arithmetic faster. A "
+           f"{threads} thread{'s' if threads != 1 else ''}: no convolution network does its arithmetic faster. A "
            "training step costs about three forward passes (the backward pass computes two products per layer), "
            "so:", ""]
     for size, r in res["sizes"].items():
@@ -141,7 +143,7 @@ def ceiling(res: dict) -> list[str]:
         s = r["ddim"]["minidiff"]
         got_step = s["seconds"] / s["steps"]
         out.append(f"- {LABELS.get(size, size)} ({f / 1e9:.2f} GFLOP per image forward): at most "
-                   f"{train_max:,.0f} training images/s, where minidiff reaches {got:,.1f} "
+                   f"{fmt(train_max)} training images/s, where minidiff reaches {fmt(got)} "
                    f"({100 * got / train_max:.0f}% of the ceiling); one sampling step for 64 images takes at least "
                    f"{step_min:.2f} s, minidiff takes {got_step:.2f} s ({100 * step_min / got_step:.0f}%).")
     out += ["", "Close to the ceiling there is little left for any library to win in float32: the remaining time "
@@ -204,10 +206,11 @@ def ablation(res: dict) -> list[str]:
         base = med(items[-1][1]["wall_s"])
         txt = ", ".join(f"{k} {med(v['wall_s']):.2f} s" for k, v in items)
         out += ["", f"The attention's head size matters too. On the 35.7M model (forward pass, batch "
-                f"{heads['batch']}): {txt}. diffusers' default splits 256 channels into heads of 8, which its "
-                "fused kernel runs less efficiently; with the single head of `google/ddpm-cifar10-32` the two "
-                f"libraries are within {abs(med(items[1][1]['wall_s']) / base - 1) * 100:.0f}% of each other, "
-                "because both spend most of the time in the same oneDNN convolutions."]
+                f"{heads['batch']}): {txt}. diffusers' default splits 256 channels into heads of 8, which the "
+                "fused kernel runs less efficiently than minidiff's heads of 32. Against the single head of "
+                f"`google/ddpm-cifar10-32`, minidiff's forward pass is {med(items[1][1]['wall_s']) / base:.2f}× as "
+                "fast: there both libraries spend most of the time in the same oneDNN convolutions. The table "
+                "above uses diffusers' default, as the Hugging Face course does."]
     return out
 
 
@@ -251,8 +254,8 @@ def section(res: dict, title: str) -> list[str]:
         out += ["**Targets not met:** " + "; ".join(f"{LABELS.get(k.split(':')[0], k.split(':')[0])}, "
                                                    f"{TARGET_LABELS.get(k.split(':')[1], k.split(':')[1])}"
                                                    for k in missed)
-                + ". Both libraries run the same convolutions, and the ceiling and the attention comparison "
-                  "below show how little else is left to win there in float32.", ""]
+                + ". The two libraries run the same convolutions, which take most of the time; the ceiling and "
+                  "the attention comparison below show how little else is left to win there in float32.", ""]
     cl = ceiling(res)
     if cl:
         out += ["### Against the physical ceiling", "", *cl, ""]
@@ -292,8 +295,10 @@ def page(results: Path = RESULTS) -> str:
         out += section(cuda, "GPU")
     else:
         out += ["## GPU", "",
-                "No GPU result has been committed yet: no GPU was available when this page was generated. The "
-                "GPU path is ready and tested on the CPU against eager execution: `python benchmarks/bench.py "
+                "No GPU result has been committed yet: no GPU was available when this page was generated, so "
+                "the GPU targets (training 1.5×, DDPM-1000 5×, DDIM-50 3×, peak training memory at most "
+                "diffusers') are unmeasured. The GPU path is ready and its fast paths are tested on the CPU "
+                "against eager execution: `python benchmarks/bench.py "
                 "--device cuda` runs the full DDPM-1000 and DDIM-50 loops, records peak GPU memory, and also "
                 "times minidiff's opt-in fast paths — `minidiff.samplers.CompiledModel` (`torch.compile` with "
                 "CUDA graphs, `mode=\"reduce-overhead\"`) for sampling and a `torch.compile`d model for "
@@ -315,7 +320,8 @@ def page(results: Path = RESULTS) -> str:
             "## Settings for your own machine", "",
             threads_advice(cpu),
             "- **Channels-last.** `model.to(memory_format=torch.channels_last)` before training or sampling a "
-            "`UNet` on the CPU or a GPU; inputs follow the weights' format automatically.",
+            "`UNet` on the CPU (measured above; inputs follow the weights' format). On a GPU it is the usual "
+            "advice for convolutions with bf16, not measured here yet.",
             "- **Compiled sampling on a GPU.** `ddim_sample(minidiff.samplers.CompiledModel(model.eval()), ...)`; "
             "the first call compiles, later steps replay a CUDA graph. Eager stays the default: it is the code "
             "the chapters read.", ""]

@@ -60,6 +60,13 @@ def test_gather_cache_sees_in_place_changes_and_forgets_freed_tensors():
     assert key not in schedules._CONVERTED
 
 
+def test_gather_works_with_a_schedule_built_in_inference_mode():
+    with torch.inference_mode():
+        sched = md.NoiseSchedule.linear(T=10)
+    out = schedules.gather(sched.alpha_bars, torch.tensor([0, 9]), torch.zeros(2, 3))
+    assert torch.equal(out.flatten(), sched.alpha_bars.float()[[0, 9]])
+
+
 # ---------------------------------------------------------------------------------------- batched guidance
 def test_batched_guidance_equals_two_calls_on_a_unet(gen):
     """One call on 2B rows vs the conditional and unconditional calls, in float64 (rounding-level agreement)."""
@@ -150,3 +157,30 @@ def test_inductor_compiled_model_matches_eager(small, gen):
     eager = md.ddim_sample(model, x_T.shape, small, steps=5, x_T=x_T, y=y, guidance_scale=2.0)
     fast = md.ddim_sample(CompiledModel(model), x_T.shape, small, steps=5, x_T=x_T, y=y, guidance_scale=2.0)
     torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------- the benchmark's records
+def _benchmark_module(name: str):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_minidiff_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_performance_page_is_generated_from_the_committed_results():
+    report = _benchmark_module("report")
+    assert report.PAGE.read_text() == report.page(), "rerun: python benchmarks/report.py"
+
+
+def test_benchmark_models_are_matched():
+    """Same parameter count (the issue allows 10%) and the same forward FLOPs per image, for both sizes."""
+    pytest.importorskip("diffusers")
+    bench = _benchmark_module("bench")
+    cpu = torch.device("cpu")
+    for size in bench.SIZES:
+        d, m = (bench.build(size, lib, cpu) for lib in ("diffusers", "minidiff"))
+        assert abs(md.n_params(m) / md.n_params(d) - 1) <= 0.10
+        assert bench.forward_flops(m, size, cpu) == bench.forward_flops(d, size, cpu)
