@@ -81,6 +81,28 @@ def save_checkpoint(path, *, model: torch.nn.Module, ema_model: torch.nn.Module,
         "rng": _cpu(rng),
         "losses": torch.tensor(losses, dtype=torch.float64),
     }
+    return _write_atomic(payload, path)
+
+
+def export_for_sampling(src, dst) -> Path:
+    """Copy a checkpoint without its optimizer and random states: a smaller file for sampling only.
+
+    The model and EMA weights, the config, the step and the loss history are kept, so :func:`load_model`
+    works as before; training cannot be resumed from the exported file (a clear error says so).
+    """
+    payload = read_checkpoint(src)
+    payload = {**payload, "config": json.dumps(payload["config"]), "optimizer": {}, "rng": []}
+    return _write_atomic(payload, dst)
+
+
+def is_exported(payload: dict) -> bool:
+    """True for a checkpoint written by :func:`export_for_sampling` (no optimizer state)."""
+    return not payload["optimizer"]
+
+
+def _write_atomic(payload: dict, path) -> Path:
+    """Seal ``payload`` with its digest and write it to ``path``: temp file, fsync, rename."""
+    payload = {k: v for k, v in payload.items() if k != "digest"}
     payload["digest"] = _digest(payload)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

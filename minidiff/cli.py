@@ -1,4 +1,4 @@
-"""Command line: ``python -m minidiff {demo,train,sample,evaluate,train-classifier}``.
+"""Command line: ``python -m minidiff {demo,train,sample,evaluate,train-classifier,export}``.
 
 ``demo`` (the default) samples a small 2D data set with the exact :class:`~minidiff.OracleDenoiser` — DDPM
 and DDIM, no training — and reports how close the samples land to the data.
@@ -305,6 +305,27 @@ def train_classifier_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    from .checkpoint import export_for_sampling
+    try:
+        path = export_for_sampling(args.ckpt, args.out)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"minidiff export: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): weights, EMA, config and losses; no optimizer state")
+    return 0
+
+
+def _add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="copy a checkpoint without its optimizer state (for sampling only)",
+                       description="Write a smaller copy of a training checkpoint: model and EMA weights, config "
+                                   "and loss history, without the optimizer and random states. load_model and "
+                                   "`sample`/`evaluate` read it; training cannot be resumed from it.")
+    p.add_argument("--ckpt", required=True, metavar="PATH", help="checkpoint written by `minidiff train`")
+    p.add_argument("--out", required=True, metavar="PATH", help="where to write the exported copy")
+    p.set_defaults(func=export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m minidiff", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
@@ -318,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample_parser(sub)
     _add_evaluate_parser(sub)
     _add_train_classifier_parser(sub)
+    _add_export_parser(sub)
     return parser
 
 

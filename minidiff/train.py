@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from . import data
 from ._validate import check_choice, check_int, check_real
-from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, is_exported, read_checkpoint, save_checkpoint
 from .data import TensorLoader
 from .ema import EMA
 from .losses import eps_loss
@@ -405,6 +405,9 @@ def _read_resume_state(path: Path, config: TrainConfig, world: int) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"cannot resume: {str(path)!r} does not exist; start without resume")
     state = read_checkpoint(path)
+    if is_exported(state):
+        raise CheckpointError(f"cannot resume {str(path)!r}: it was exported for sampling and holds no optimizer "
+                              "or random states; resume from the run's own ckpt.pt")
     saved, now = state["config"]["train"], config.to_dict()
     diffs = [f"{k}: checkpoint {saved.get(k, '<missing>')!r}, now {v!r}"
              for k, v in now.items() if k not in RESUME_MAY_CHANGE and saved.get(k, "<missing>") != v]

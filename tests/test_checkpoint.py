@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minidiff.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from minidiff.checkpoint import CheckpointError, export_for_sampling, load_model, read_checkpoint, save_checkpoint
 from minidiff.mlp import MLPDenoiser
 from minidiff.samplers import ddim_sample
 from minidiff.schedules import NoiseSchedule
@@ -235,3 +235,35 @@ def test_the_shipped_toy_checkpoint_samples_all_eight_modes():
     assert near.float().mean() > 0.9
     shares = torch.bincount(nearest[near], minlength=8) / near.sum()
     assert shares.min() > 0.125 - 0.03 and shares.max() < 0.125 + 0.03     # ~4 standard errors of 1/8
+
+
+def test_export_for_sampling_keeps_the_weights_and_refuses_resume(run, tmp_path):
+    cfg, result, path = run
+    exported = tmp_path / "exported" / "ckpt.pt"
+    export_for_sampling(path, exported)
+    assert exported.stat().st_size < path.stat().st_size
+    full, slim = read_checkpoint(path), read_checkpoint(exported)             # digest verified on read
+    assert slim["optimizer"] == {} and slim["rng"] == [] and full["optimizer"]
+    assert slim["config"] == full["config"] and slim["step"] == full["step"]
+    assert torch.equal(slim["losses"], full["losses"])
+    for key in ("model", "ema"):
+        assert slim[key].keys() == full[key].keys()
+        assert all(torch.equal(slim[key][k], full[key][k]) for k in full[key])
+    model, _, _ = load_model(exported, device="cpu")
+    x, t = torch.randn(5, 2), torch.arange(5)
+    with torch.no_grad():
+        assert torch.equal(model(x, t), result.ema_model(x, t))
+    before = exported.read_bytes()
+    with pytest.raises(CheckpointError, match="exported for sampling"):
+        train(config(exported.parent.parent, out=str(exported.parent), steps=8), resume=True, progress=False)
+    assert exported.read_bytes() == before
+
+
+def test_the_shipped_fashion_mnist_checkpoint_loads_and_is_small():
+    path = Path(__file__).resolve().parent.parent / "checkpoints" / "fashion-mnist-cond.pt"
+    assert path.stat().st_size <= 10 * 2**20
+    model, sched, saved = load_model(path, device="cpu")
+    assert type(model) is UNet and model.num_classes == 10 and saved["sample_shape"] == [1, 28, 28]
+    with torch.no_grad():
+        eps = model(torch.randn(4, 1, 28, 28), torch.tensor([0, 10, 500, 999]), torch.tensor([0, 3, 9, 10]))
+    assert eps.shape == (4, 1, 28, 28) and bool(torch.isfinite(eps).all()) and float(eps.std()) > 0.1
