@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ._io import atomic_write
 from .mlp import MLPDenoiser
 from .runtime import default_device
 from .schedules import NoiseSchedule
@@ -104,21 +103,7 @@ def _write_atomic(payload: dict, path) -> Path:
     """Seal ``payload`` with its digest and write it to ``path``: temp file, fsync, rename."""
     payload = {k: v for k, v in payload.items() if k != "digest"}
     payload["digest"] = _digest(payload)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, _file_mode())                      # mkstemp's 0600 -> what open() would give
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 # ------------------------------------------------------------------------------------------ load
@@ -227,23 +212,3 @@ def _digest(payload: dict) -> str:
     visit({k: v for k, v in payload.items() if k != "digest"}, "")
     return h.hexdigest()
 
-
-def _file_mode() -> int:
-    """The permissions a plain ``open(path, "w")`` would give: 0o666 minus the umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -26,7 +26,6 @@ import math
 import os
 import pickle
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ._io import atomic_write
 from ._validate import check_int
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -124,30 +124,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _plain_file_mode() -> int:
-    """The permissions ``open(path, "w")`` would give (0o666 minus the umask); mkstemp's files are 0o600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0) -> Path:
     """Fetch ``url`` to ``dest`` atomically (temporary file, SHA-256 check, rename)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
+    def fetch(f) -> None:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 f.write(chunk)
                 digest.update(chunk)
         if digest.hexdigest() != sha256:
             raise ValueError(f"SHA-256 mismatch for {url}: got {digest.hexdigest()}, expected {sha256}")
-        os.chmod(tmp, _plain_file_mode())
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(dest, fetch)
     return dest
 
 
@@ -290,15 +278,8 @@ def _extract_cifar(archive: Path, dest: Path) -> None:
     with tarfile.open(archive, "r:gz") as tar:
         for member in tar:
             if member.name in wanted and member.isfile():
-                fd, tmp = tempfile.mkstemp(dir=dest, prefix=".batch.", suffix=".part")
-                try:
-                    with os.fdopen(fd, "wb") as out, tar.extractfile(member) as src:
-                        out.write(src.read())
-                    os.chmod(tmp, _plain_file_mode())
-                    os.replace(tmp, dest / Path(member.name).name)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
+                with tar.extractfile(member) as src:
+                    atomic_write(dest / Path(member.name).name, lambda out: out.write(src.read()))
 
 
 def load_cifar10(split: str = "train", root=None, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import check_choice, check_int, check_real
-from .data import _plain_file_mode
+from ._io import atomic_write
 
 CLASSIFIER_PATH = Path(__file__).resolve().parent.parent / "checkpoints" / "classifier.safetensors"
 IMAGE_SHAPE = (1, 28, 28)
@@ -177,35 +176,21 @@ def machine_description(device: torch.device) -> str:
     return f"{os.cpu_count()}-core CPU ({platform.machine()}, {platform.system()}), {torch.get_num_threads()} threads"
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, _plain_file_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_json(path, obj) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     path = Path(path)
     text = json.dumps(obj, indent=2) + "\n"
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(path, lambda f: f.write(text.encode()))
     return path
 
 
 def save_classifier(model: Classifier, path, record: dict | None = None) -> Path:
     """Save the weights as safetensors (config in its metadata) and, if given, ``record`` as JSON beside it."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"config": json.dumps(model.config)}))
+    atomic_write(path, lambda f: f.write(save(tensors, metadata={"config": json.dumps(model.config)})))
     if record is not None:
         write_json(path.with_suffix(".json"), record)
     return path

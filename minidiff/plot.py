@@ -7,13 +7,13 @@ Figures are built with ``matplotlib.figure.Figure`` directly, so nothing here to
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+
+from ._io import atomic_write
 
 
 def image_grid(x: torch.Tensor, nrow: int | None = None, *, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
@@ -111,18 +111,4 @@ def _write_atomically(path, write) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"path must end in .png, got {str(path)!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)                    # mkstemp's 0600 -> what open() would give
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, write)
