@@ -1,4 +1,4 @@
-"""Shared fixtures for the math-core tests.
+"""Shared test fixtures.
 
 Timestep convention used throughout: ``t`` is minidiff's 0-based index, the paper's step ``t + 1``.
 Every random draw uses a seeded ``torch.Generator``; nothing seeds globally.

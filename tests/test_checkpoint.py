@@ -15,12 +15,7 @@ from minidiff.train import TrainConfig, train
 from minidiff.unet import UNet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(tmp_path, **kw):

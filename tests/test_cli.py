@@ -6,18 +6,12 @@ import sys
 import matplotlib.image
 import numpy as np
 import pytest
-import torch
 
 from minidiff.checkpoint import load_model
 from minidiff.cli import main
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def read_png(path):

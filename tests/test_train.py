@@ -14,12 +14,7 @@ from minidiff.mlp import MLPDenoiser
 from minidiff.train import TrainConfig, lr_at, make_optimizer, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_config(tmp_path, **kw):
