@@ -114,3 +114,15 @@ def test_help_runs_as_a_module():
         assert proc.returncode == 0, proc.stderr
         for word in words:
             assert word in proc.stdout
+
+
+def test_export_command_writes_a_smaller_file_that_loads(tmp_path, capsys):
+    src = os.path.join(os.path.dirname(__file__), "..", "checkpoints", "toy-2d.pt")
+    out = tmp_path / "toy-export.pt"
+    assert main(["export", "--ckpt", src, "--out", str(out)]) == 0
+    assert "no optimizer state" in capsys.readouterr().out
+    assert out.stat().st_size < os.path.getsize(src)
+    model, _, saved = load_model(out, device="cpu")
+    assert saved["sample_shape"] == [2]
+    assert main(["export", "--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt")]) == 1
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
