@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .plot import style_2d_axes
+
 # matplotlib's player draws its buttons with an icon font loaded from a CDN; these characters need nothing.
 _ICONS = {
     "fa-minus": "&minus;", "fa-plus": "+",
@@ -70,13 +72,7 @@ def scatter(ax, points: torch.Tensor, *, lim: float = 3.5, color: str = "C0", si
     """2D points (N, 2) on ``ax`` with a fixed square window, so frames and panels compare."""
     p = points.detach().float().cpu().numpy()
     ax.scatter(p[:, 0], p[:, 1], s=size, c=color, alpha=0.6, linewidths=0, label=label)
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$")
-    if title is not None:
-        ax.set_title(title)
+    style_2d_axes(ax, lim=lim, title=title)
 
 
 def plot_schedules(scheds: Sequence, axes, *, paper_t: bool = True) -> None:

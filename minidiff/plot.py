@@ -63,6 +63,18 @@ def save_image_grid(x: torch.Tensor, path, nrow: int | None = None) -> Path:
     return _write_atomically(path, write)
 
 
+def style_2d_axes(ax, *, lim: float | None, title: str | None = None) -> None:
+    """A square window [-lim, lim]^2 (none if ``lim`` is None), equal aspect, x_1/x_2 labels and a title."""
+    if lim is not None:
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    if title is not None:
+        ax.set_title(title)
+
+
 def scatter_2d(points: torch.Tensor, ax=None, *, reference: torch.Tensor | None = None,
                title: str | None = None, lim: float | None = 4.0):
     """Scatter plot of 2D samples (N, 2), optionally over ``reference`` points (e.g. the data), on ``ax``.
@@ -76,14 +88,7 @@ def scatter_2d(points: torch.Tensor, ax=None, *, reference: torch.Tensor | None 
         ref = _as_points(reference, "reference")
         ax.scatter(ref[:, 0], ref[:, 1], s=2, c="0.75", alpha=0.5, label="data")
     ax.scatter(points[:, 0], points[:, 1], s=2, c="C0", alpha=0.6, label="samples")
-    if lim is not None:
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$")
-    if title is not None:
-        ax.set_title(title)
+    style_2d_axes(ax, lim=lim, title=title)
     if reference is not None:
         ax.legend(loc="upper right", markerscale=4)
     return ax
