@@ -195,16 +195,21 @@ def check_alpha_bars(fn: Callable[[torch.Tensor], torch.Tensor], *, seed: int = 
     return CheckResult(name, True, "matches NoiseSchedule(betas).alpha_bars on a linear and a cosine schedule")
 
 
-def check_q_step(fn: Callable, *, seed: int = 0) -> CheckResult:
-    """Check ``fn(x_prev, t, sched, noise) -> x_t``, one forward step q(x_t | x_{t-1}). Chapter 1."""
-    name = "check_q_step"
+def _check_noising_fn(name: str, fn: Callable, reference: Callable, mistakes: Callable, seed: int,
+                      passed: str) -> CheckResult:
+    """Shared driver of :func:`check_q_step` and :func:`check_q_sample`.
+
+    On each schedule: draw x (B, 3, 2), noise and t; call ``fn(x, t, sched, noise)``; compare with
+    ``reference(x, t, sched, noise=noise)``; on a mismatch, name the first of ``mistakes(x, t, sched, noise)``
+    (a list of (hint, wrong-formula)) that reproduces the reader's output.
+    """
     gen = torch.Generator().manual_seed(seed)
     for sched in _schedules():
         B = 12
         x = torch.randn(B, 3, 2, generator=gen, dtype=torch.float64)
         noise = torch.randn(B, 3, 2, generator=gen, dtype=torch.float64)
         t = _timesteps(sched.T, B, gen)
-        expected = q_step(x, t, sched, noise=noise)
+        expected = reference(x, t, sched, noise=noise)
         hint = _random_check(fn, (x.clone(), t.clone(), sched, noise.clone()),
                              (x.clone(), t.clone(), sched, noise.clone()))
         if hint is None:
@@ -212,85 +217,80 @@ def check_q_step(fn: Callable, *, seed: int = 0) -> CheckResult:
         if hint is None:
             out, hint = _as_tensor(out, x, "x_t")
         if hint is None:
-            b = _bcast(sched.betas, t, x)
-            ab = _bcast(sched.alpha_bars, t, x)
-            hint = _match(out, expected, [
-                ("the mean is scaled by sqrt(1 - beta_t), not (1 - beta_t)",
-                 lambda: (1 - b) * x + b.sqrt() * noise),
-                ("the noise's standard deviation is sqrt(beta_t): you scaled it by beta_t (the variance)",
-                 lambda: (1 - b).sqrt() * x + b * noise),
-                ("both coefficients lack their square root: x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps",
-                 lambda: (1 - b) * x + b * noise),
-                ("you forgot to shrink x_{t-1} by sqrt(1 - beta_t): without it the variance grows at every step",
-                 lambda: x + b.sqrt() * noise),
-                ("you swapped the coefficients: sqrt(1 - beta_t) multiplies x_{t-1} and sqrt(beta_t) the noise",
-                 lambda: b.sqrt() * x + (1 - b).sqrt() * noise),
-                ("that is the closed form q(x_t | x_0) with alpha_bar_t; one step uses beta_t alone",
-                 lambda: ab.sqrt() * x + (1 - ab).sqrt() * noise),
-                ("off by one in t: you used betas[t-1]; index t is the step being taken (paper step t + 1)",
-                 lambda: (1 - _bcast(sched.betas, t - 1, x)).sqrt() * x + _bcast(sched.betas, t - 1, x).sqrt() * noise),
-                ("you used one timestep for the whole batch; t holds one index per sample",
-                 lambda: (1 - sched.betas[t[0]]).sqrt() * x + sched.betas[t[0]].sqrt() * noise),
-            ])
+            hint = _match(out, expected, mistakes(x, t, sched, noise))
             if hint == "mismatch":
                 hint = _summary(out, expected, t, "x_t")
         if hint is not None:
             return CheckResult(name, False, hint)
-    return CheckResult(name, True, "matches minidiff.q_step on 2 schedules x 12 samples")
+    return CheckResult(name, True, passed)
+
+
+def _q_step_mistakes(x, t, sched, noise) -> list:
+    b = _bcast(sched.betas, t, x)
+    ab = _bcast(sched.alpha_bars, t, x)
+    return [
+        ("the mean is scaled by sqrt(1 - beta_t), not (1 - beta_t)",
+         lambda: (1 - b) * x + b.sqrt() * noise),
+        ("the noise's standard deviation is sqrt(beta_t): you scaled it by beta_t (the variance)",
+         lambda: (1 - b).sqrt() * x + b * noise),
+        ("both coefficients lack their square root: x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps",
+         lambda: (1 - b) * x + b * noise),
+        ("you forgot to shrink x_{t-1} by sqrt(1 - beta_t): without it the variance grows at every step",
+         lambda: x + b.sqrt() * noise),
+        ("you swapped the coefficients: sqrt(1 - beta_t) multiplies x_{t-1} and sqrt(beta_t) the noise",
+         lambda: b.sqrt() * x + (1 - b).sqrt() * noise),
+        ("that is the closed form q(x_t | x_0) with alpha_bar_t; one step uses beta_t alone",
+         lambda: ab.sqrt() * x + (1 - ab).sqrt() * noise),
+        ("off by one in t: you used betas[t-1]; index t is the step being taken (paper step t + 1)",
+         lambda: (1 - _bcast(sched.betas, t - 1, x)).sqrt() * x + _bcast(sched.betas, t - 1, x).sqrt() * noise),
+        ("you used one timestep for the whole batch; t holds one index per sample",
+         lambda: (1 - sched.betas[t[0]]).sqrt() * x + sched.betas[t[0]].sqrt() * noise),
+    ]
+
+
+def check_q_step(fn: Callable, *, seed: int = 0) -> CheckResult:
+    """Check ``fn(x_prev, t, sched, noise) -> x_t``, one forward step q(x_t | x_{t-1}). Chapter 1."""
+    return _check_noising_fn("check_q_step", fn, q_step, _q_step_mistakes, seed,
+                             "matches minidiff.q_step on 2 schedules x 12 samples")
 
 
 # ------------------------------------------------------------------------------------------ chapter 2
+def _q_sample_mistakes(x0, t, sched, noise) -> list:
+    a = _bcast(sched.alpha_bars, t, x0)
+
+    def form(ab, sx=True, sn=True):
+        return (ab.sqrt() if sx else ab) * x0 + ((1 - ab).sqrt() if sn else 1 - ab) * noise
+
+    return [
+        ("you used alpha_bar where sqrt(alpha_bar) belongs: x_0 is scaled by sqrt(alpha_bar_t)",
+         lambda: form(a, sx=False)),
+        ("the noise is scaled by its standard deviation sqrt(1 - alpha_bar_t), not the variance "
+         "1 - alpha_bar_t", lambda: form(a, sn=False)),
+        ("both coefficients lack their square root: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps",
+         lambda: form(a, sx=False, sn=False)),
+        ("the noise coefficient is sqrt(1 - alpha_bar_t), not 1 - sqrt(alpha_bar_t)",
+         lambda: a.sqrt() * x0 + (1 - a.sqrt()) * noise),
+        ("you swapped the coefficients: sqrt(alpha_bar_t) multiplies x_0 and sqrt(1 - alpha_bar_t) the noise",
+         lambda: (1 - a).sqrt() * x0 + a.sqrt() * noise),
+        ("you used alphas (a single step) where alpha_bars (the cumulative product) belongs",
+         lambda: form(_bcast(sched.alphas, t, x0))),
+        ("you used beta_t where 1 - alpha_bar_t belongs: that is one step's noise, not t steps'",
+         lambda: form(1 - _bcast(sched.betas, t, x0))),
+        ("off by one in t: you used alpha_bars[t-1]. Index t already is the paper's step t + 1, so "
+         "use sched.alpha_bars[t]", lambda: form(_bcast(sched.alpha_bars, t - 1, x0))),
+        ("off by one in t: sched.alpha_bars_prev[t] is alpha_bar of the step before; use sched.alpha_bars[t]",
+         lambda: form(_bcast(sched.alpha_bars_prev, t, x0))),
+        ("you used one timestep for the whole batch; t holds one index per sample: gather alpha_bars[t] "
+         "and reshape it to (B, 1, ..., 1)", lambda: form(sched.alpha_bars[t[0]].to(x0.dtype))),
+        ("you returned the noise scaled like x_0 is: check which term gets which coefficient",
+         lambda: a.sqrt() * noise + (1 - a).sqrt() * noise),
+    ]
+
+
 def check_q_sample(fn: Callable, *, seed: int = 0) -> CheckResult:
     """Check ``fn(x0, t, sched, noise) -> x_t``, the closed form q(x_t | x_0). Chapter 2."""
-    name = "check_q_sample"
-    gen = torch.Generator().manual_seed(seed)
-    for sched in _schedules():
-        B = 12
-        x0 = torch.randn(B, 3, 2, generator=gen, dtype=torch.float64)
-        noise = torch.randn(B, 3, 2, generator=gen, dtype=torch.float64)
-        t = _timesteps(sched.T, B, gen)
-        expected = q_sample(x0, t, sched, noise=noise)
-        hint = _random_check(fn, (x0.clone(), t.clone(), sched, noise.clone()),
-                             (x0.clone(), t.clone(), sched, noise.clone()))
-        if hint is None:
-            out, hint = _call(fn, x0.clone(), t.clone(), sched, noise.clone())
-        if hint is None:
-            out, hint = _as_tensor(out, x0, "x_t")
-        if hint is None:
-            a = _bcast(sched.alpha_bars, t, x0)
-
-            def form(ab, sx=True, sn=True):
-                return (ab.sqrt() if sx else ab) * x0 + ((1 - ab).sqrt() if sn else 1 - ab) * noise
-
-            hint = _match(out, expected, [
-                ("you used alpha_bar where sqrt(alpha_bar) belongs: x_0 is scaled by sqrt(alpha_bar_t)",
-                 lambda: form(a, sx=False)),
-                ("the noise is scaled by its standard deviation sqrt(1 - alpha_bar_t), not the variance "
-                 "1 - alpha_bar_t", lambda: form(a, sn=False)),
-                ("both coefficients lack their square root: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps",
-                 lambda: form(a, sx=False, sn=False)),
-                ("the noise coefficient is sqrt(1 - alpha_bar_t), not 1 - sqrt(alpha_bar_t)",
-                 lambda: a.sqrt() * x0 + (1 - a.sqrt()) * noise),
-                ("you swapped the coefficients: sqrt(alpha_bar_t) multiplies x_0 and sqrt(1 - alpha_bar_t) the noise",
-                 lambda: (1 - a).sqrt() * x0 + a.sqrt() * noise),
-                ("you used alphas (a single step) where alpha_bars (the cumulative product) belongs",
-                 lambda: form(_bcast(sched.alphas, t, x0))),
-                ("you used beta_t where 1 - alpha_bar_t belongs: that is one step's noise, not t steps'",
-                 lambda: form(1 - _bcast(sched.betas, t, x0))),
-                ("off by one in t: you used alpha_bars[t-1]. Index t already is the paper's step t + 1, so "
-                 "use sched.alpha_bars[t]", lambda: form(_bcast(sched.alpha_bars, t - 1, x0))),
-                ("off by one in t: sched.alpha_bars_prev[t] is alpha_bar of the step before; use sched.alpha_bars[t]",
-                 lambda: form(_bcast(sched.alpha_bars_prev, t, x0))),
-                ("you used one timestep for the whole batch; t holds one index per sample: gather alpha_bars[t] "
-                 "and reshape it to (B, 1, ..., 1)", lambda: form(sched.alpha_bars[t[0]].to(x0.dtype))),
-                ("you returned the noise scaled like x_0 is: check which term gets which coefficient",
-                 lambda: a.sqrt() * noise + (1 - a).sqrt() * noise),
-            ])
-            if hint == "mismatch":
-                hint = _summary(out, expected, t, "x_t")
-        if hint is not None:
-            return CheckResult(name, False, hint)
-    return CheckResult(name, True, "matches minidiff.q_sample on 2 schedules x 12 samples")
+    return _check_noising_fn("check_q_sample", fn, q_sample, _q_sample_mistakes, seed,
+                             "matches minidiff.q_sample on 2 schedules x 12 samples")
 
 
 def check_posterior(fn: Callable, *, seed: int = 0) -> CheckResult:
