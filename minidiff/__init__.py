@@ -31,14 +31,14 @@ __all__ = [
 # models (chapters 3-4), data, and the offline quality metric
 from . import data, evaluate
 from .data import FASHION_MNIST_CLASSES, TensorLoader, load_cifar10, load_fashion_mnist, load_mnist, toy_2d
-from .evaluate import Classifier, class_agreement, evaluate_samples, fd_cls, frechet_distance, load_classifier
+from .evaluate import Classifier, class_agreement, class_diversity, evaluate_samples, fd_cls, frechet_distance, load_classifier
 from .mlp import MLPDenoiser
 from .unet import UNet, n_params, timestep_embedding
 
 __all__ += [
     "UNet", "MLPDenoiser", "n_params", "timestep_embedding",
     "data", "load_fashion_mnist", "load_mnist", "load_cifar10", "toy_2d", "TensorLoader", "FASHION_MNIST_CLASSES",
-    "evaluate", "Classifier", "load_classifier", "frechet_distance", "fd_cls", "class_agreement", "evaluate_samples",
+    "evaluate", "Classifier", "load_classifier", "frechet_distance", "fd_cls", "class_agreement", "class_diversity", "evaluate_samples",
 ]
 
 # training, checkpoints and pictures of samples (chapter 4)
@@ -47,6 +47,11 @@ from .checkpoint import CheckpointError, load_model
 from .ema import EMA
 from .plot import image_grid, save_image_grid, save_scatter_2d, scatter_2d
 from .train import TrainConfig, TrainResult, train
+
+# editing with a trained model (chapters 6 and 8)
+from .editing import inpaint, sdedit, slerp
+
+__all__ += ["inpaint", "sdedit", "slerp"]
 
 __all__ += [
     "TrainConfig", "TrainResult", "train", "EMA", "load_model", "CheckpointError",

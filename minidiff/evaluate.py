@@ -312,6 +312,26 @@ def class_agreement(images: torch.Tensor, labels: torch.Tensor, classifier: nn.M
     return float((logits.argmax(dim=1) == labels.cpu()).double().mean())
 
 
+def class_diversity(images: torch.Tensor, labels: torch.Tensor, classifier: nn.Module | None = None) -> float:
+    """Within-class diversity: the trace of the classifier-feature covariance inside each class, averaged
+    over the classes present (each with at least 2 images).
+
+    0 when every image of a class is the same; compare generated images with real ones of the same labels
+    (the ratio is 1 for a generator as varied as the data). Args: images (N, 1, 28, 28), labels (N,).
+    """
+    classifier = classifier if classifier is not None else load_classifier()
+    images = _check_images(images, "images")
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must be an integer tensor of shape ({images.shape[0]},), got {labels!r:.80}")
+    features = _apply(classifier, images, "features").double()                       # (N, d)
+    labels = labels.cpu()
+    traces = [torch.diagonal(feature_stats(features[labels == c])[1]).sum()
+              for c in labels.unique().tolist() if int((labels == c).sum()) >= 2]
+    if not traces:
+        raise ValueError("class_diversity needs at least 2 images of some class")
+    return float(torch.stack(traces).mean())
+
+
 def _real_subset(split: str, n: int, seed: int, root=None) -> torch.Tensor:
     """n real Fashion-MNIST images of ``split``, a fixed random subset (from ``seed``)."""
     from .data import load_fashion_mnist
@@ -355,21 +375,17 @@ def evaluate_samples(samples: torch.Tensor, labels: torch.Tensor | None = None, 
     return result
 
 
-def evaluate_model(model: nn.Module, sched, *, n: int = 10000, sampler: str = "ddim", steps: int | None = None,
-                   eta: float = 0.0, guidance: float = 1.0, batch_size: int = 500, seed: int = 0, device=None,
-                   classifier: nn.Module | None = None, root=None) -> dict:
-    """Sample ``n`` Fashion-MNIST images from a diffusion model and score them with :func:`evaluate_samples`.
+def generate(model: nn.Module, sched, *, n: int, sampler: str = "ddim", steps: int | None = None,
+             eta: float = 0.0, guidance: float = 1.0, batch_size: int = 500, seed: int = 0,
+             device=None) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """Sample ``n`` Fashion-MNIST images in batches: the sampling half of :func:`evaluate_model`.
 
     A class-conditional model gets class-balanced labels (sample i has label i mod num_classes) and guidance
     scale ``guidance``; an unconditional one needs ``guidance=1``.
 
-    Args:
-        sampler: ``"ddim"`` (``steps`` model calls, default 50, noise level ``eta``) or ``"ddpm"`` (all T steps;
-            ``steps`` must be None or T).
-        batch_size: images per sampler call. seed: seeds the sampler's generator.
-
     Returns:
-        the metrics plus the sampling settings and ``seconds`` spent sampling.
+        (samples (n, 1, 28, 28) on the CPU, labels (n,) or None, settings: sampler, steps, eta, guidance, seed,
+        seconds spent sampling).
     """
     from .guidance import num_classes_of
     from .samplers import ddim_sample, ddpm_sample
@@ -416,9 +432,28 @@ def evaluate_model(model: nn.Module, sched, *, n: int = 10000, sampler: str = "d
     finally:
         if was_training:
             model.train()
-    seconds = time.perf_counter() - start
-    samples = torch.cat(chunks)                                                          # (n, 1, 28, 28)
+    settings = dict(sampler=sampler, steps=steps, eta=eta if sampler == "ddim" else None, guidance=guidance,
+                    seed=seed, seconds=round(time.perf_counter() - start, 2))
+    return torch.cat(chunks), labels, settings                                         # (n, 1, 28, 28)
+
+
+def evaluate_model(model: nn.Module, sched, *, n: int = 10000, sampler: str = "ddim", steps: int | None = None,
+                   eta: float = 0.0, guidance: float = 1.0, batch_size: int = 500, seed: int = 0, device=None,
+                   classifier: nn.Module | None = None, root=None) -> dict:
+    """Sample ``n`` Fashion-MNIST images from a diffusion model (:func:`generate`) and score them with
+    :func:`evaluate_samples`.
+
+    Args:
+        sampler: ``"ddim"`` (``steps`` model calls, default 50, noise level ``eta``) or ``"ddpm"`` (all T steps;
+            ``steps`` must be None or T).
+        guidance: the guidance scale for a class-conditional model (class-balanced labels); 1 otherwise.
+        batch_size: images per sampler call. seed: seeds the sampler's generator.
+
+    Returns:
+        the metrics plus the sampling settings and ``seconds`` spent sampling.
+    """
+    samples, labels, settings = generate(model, sched, n=n, sampler=sampler, steps=steps, eta=eta,
+                                         guidance=guidance, batch_size=batch_size, seed=seed, device=device)
     result = evaluate_samples(samples, labels, classifier=classifier, n=n, root=root)
-    result.update(sampler=sampler, steps=steps, eta=eta if sampler == "ddim" else None, guidance=guidance,
-                  seed=seed, seconds=round(seconds, 2))
+    result.update(settings)
     return result

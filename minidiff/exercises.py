@@ -465,3 +465,23 @@ def _eps_loss_hint(out, expected, model, probe, x0, noise, t, sched) -> str | No
         if _close(out, value.to(out.dtype)):
             return hint
     return f"the loss is {float(out):.6g}, but minidiff.eps_loss gives {float(expected):.6g} on the same inputs"
+
+
+# ------------------------------------------------------------------------------------------ chapter 4
+# (chapter 4 checkers go here; extend __all__ with `__all__ += [...]` in this section)
+
+
+# ------------------------------------------------------------------------------------------ chapter 5
+# (chapter 5 checkers go here; extend __all__ with `__all__ += [...]` in this section)
+
+
+# ------------------------------------------------------------------------------------------ chapter 6
+# (chapter 6 checkers go here; extend __all__ with `__all__ += [...]` in this section)
+
+
+# ------------------------------------------------------------------------------------------ chapter 7
+# (chapter 7 checkers go here; extend __all__ with `__all__ += [...]` in this section)
+
+
+# ------------------------------------------------------------------------------------------ chapter 8
+# (chapter 8 checkers go here; extend __all__ with `__all__ += [...]` in this section)

@@ -1,0 +1,134 @@
+"""The quality sweeps behind the tables of chapters 6 and 7, measured on the shipped Fashion-MNIST model.
+
+    python benchmarks/quality.py ddim-table --n 250      # eta x steps grid of DDIM (chapter 6)
+    python benchmarks/quality.py cfg-sweep --n 500       # guidance scales (chapter 7)
+
+Every cell samples ``n`` class-balanced images (sample i has label i mod 10) from the same seed, so the cells
+share their starting noise, and scores them with the shipped classifier: FD_cls against ``n`` test images, its
+floor (``n`` train vs the same ``n`` test images), the class agreement and, for the guidance sweep, the
+within-class diversity (``minidiff.class_diversity``) next to that of ``n`` real test images.
+
+The result file records the command, the checkpoint and its SHA-256, the sample count, the seed, the machine
+and the torch version, and is rewritten after every cell: an interrupted sweep continues where it stopped when
+run again with the same settings. The chapters read these files; they do not recompute them (each chapter
+recomputes one cell live at small n).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+import minidiff as md
+from minidiff.evaluate import evaluate_samples, generate, machine_description, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+CKPT = ROOT / "checkpoints" / "fashion-mnist-cond.pt"
+DDIM_ETAS = (0.0, 0.2, 0.5, 1.0)
+DDIM_STEPS = (10, 20, 50, 100, 1000)
+CFG_SCALES = (0.0, 1.0, 1.1, 1.3, 2.0, 3.0, 5.0)        # the CFG paper's w = s - 1: -1, 0, 0.1, 0.3, 1, 2, 4
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def header(kind: str, args, ckpt: Path) -> dict:
+    try:
+        ckpt_name = str(ckpt.resolve().relative_to(ROOT))
+    except ValueError:
+        ckpt_name = ckpt.name
+    return {"sweep": kind, "command": " ".join(["python benchmarks/quality.py", *sys.argv[1:]]),
+            "checkpoint": ckpt_name, "checkpoint_sha256": sha256(ckpt), "n": args.n, "seed": args.seed,
+            "machine": machine_description(torch.device("cpu") if args.device is None else torch.device(args.device)),
+            "cpu_model": cpu_model(), "torch": torch.__version__, "python": platform.python_version(),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"), "cells": []}
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def resume(out: Path, fresh: dict) -> dict:
+    """The existing result file if it was made with the same checkpoint and settings, else ``fresh``."""
+    if out.exists():
+        old = json.loads(out.read_text())
+        same = all(old.get(k) == fresh[k] for k in ("sweep", "checkpoint_sha256", "n", "seed"))
+        if same and old.get("settings") == fresh.get("settings"):
+            return old
+    return fresh
+
+
+def run_cells(res: dict, out: Path, cells: list[dict], score) -> dict:
+    done = {json.dumps(c["key"], sort_keys=True) for c in res["cells"]}
+    for key in cells:
+        if json.dumps(key, sort_keys=True) in done:
+            continue
+        cell = {"key": key, **score(key)}
+        res["cells"].append(cell)
+        res["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+        write_json(out, res)
+        print(json.dumps(cell), flush=True)
+    res["complete"] = True
+    write_json(out, res)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("sweep", choices=("ddim-table", "cfg-sweep"))
+    p.add_argument("--ckpt", type=Path, default=CKPT)
+    p.add_argument("--n", type=int, default=250, help="samples per cell (class-balanced)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=125)
+    p.add_argument("--device", default=None)
+    p.add_argument("--guidance", type=float, default=1.0, help="ddim-table: guidance scale (1: conditional)")
+    p.add_argument("--steps", type=int, default=50, help="cfg-sweep: DDIM steps")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    model, sched, _ = md.load_model(args.ckpt, device=args.device)
+    out = args.out or RESULTS / f"{args.sweep}.json"
+    res = header(args.sweep, args, args.ckpt)
+    common = dict(n=args.n, seed=args.seed, batch_size=args.batch_size, device=args.device)
+
+    if args.sweep == "ddim-table":
+        res["settings"] = {"guidance": args.guidance, "spacing": "trailing", "etas": list(DDIM_ETAS),
+                           "steps": list(DDIM_STEPS)}
+        res = resume(out, res)
+        cells = [{"eta": e, "steps": s} for s in DDIM_STEPS for e in DDIM_ETAS]       # the slow 1000s last
+
+        def score(key):
+            samples, labels, settings = generate(model, sched, steps=key["steps"], eta=key["eta"],
+                                                 guidance=args.guidance, **common)
+            return {**evaluate_samples(samples, labels), "seconds": settings["seconds"]}
+    else:
+        res["settings"] = {"steps": args.steps, "eta": 0.0, "spacing": "trailing", "scales": list(CFG_SCALES)}
+        res = resume(out, res)
+        test_x, test_y = md.load_fashion_mnist("test")
+        idx = torch.randperm(test_x.shape[0], generator=torch.Generator().manual_seed(0))[:args.n]
+        res["real_diversity"] = md.class_diversity(test_x[idx], test_y[idx])
+        cells = [{"scale": s} for s in CFG_SCALES]
+
+        def score(key):
+            samples, labels, settings = generate(model, sched, steps=args.steps, guidance=key["scale"], **common)
+            return {**evaluate_samples(samples, labels), "diversity": md.class_diversity(samples, labels),
+                    "seconds": settings["seconds"]}
+
+    run_cells(res, out, cells, score)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
