@@ -204,7 +204,11 @@ def load_classifier(path=None, *, device=None) -> Classifier:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    path = Path(path) if path is not None else CLASSIFIER_PATH
+    if path is None:
+        from .pretrained import pretrained
+
+        path = pretrained("classifier.safetensors")         # the repository's copy, or downloaded (Colab)
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no classifier weights at {path}; train them with "
                                 f"`python -m minidiff train-classifier --out {path}`")
