@@ -44,7 +44,7 @@ __all__ += [
 # training, checkpoints and pictures of samples (chapter 4)
 from . import plot
 from .checkpoint import CheckpointError, load_model
-from .pretrained import pretrained
+from .pretrained import load_result, pretrained
 from .ema import EMA
 from .plot import image_grid, save_image_grid, save_scatter_2d, scatter_2d
 from .train import TrainConfig, TrainResult, train
@@ -55,6 +55,6 @@ from .editing import inpaint, sdedit, slerp
 __all__ += ["inpaint", "sdedit", "slerp"]
 
 __all__ += [
-    "TrainConfig", "TrainResult", "train", "EMA", "load_model", "CheckpointError", "pretrained",
+    "TrainConfig", "TrainResult", "train", "EMA", "load_model", "CheckpointError", "pretrained", "load_result",
     "plot", "image_grid", "save_image_grid", "scatter_2d", "save_scatter_2d",
 ]

@@ -51,3 +51,26 @@ def pretrained(name: str) -> Path:
         raise FileNotFoundError(f"pretrained file {name} not found in {looked} and the download from "
                                 f"{url(name)} failed ({err}). Clone {REPO_URL} and run from its root, or set "
                                 "MINIDIFF_CHECKPOINTS to a folder holding the file.") from err
+
+
+RESULTS = CHECKPOINTS.parent / "benchmarks" / "results"
+
+
+def load_result(name: str) -> dict:
+    """A committed result file ``benchmarks/results/<name>`` (JSON) as a dict: the measured sweeps that the
+    chapters plot. Read from the repository when present, otherwise from the repository online (Colab)."""
+    import json
+    import urllib.request
+
+    if not isinstance(name, str) or not name.endswith(".json") or "/" in name or "\\" in name:
+        raise ValueError(f"name must be a .json file name in benchmarks/results, got {name!r}")
+    local = RESULTS / name
+    if local.is_file():
+        return json.loads(local.read_text())
+    address = f"{REPO_URL}/raw/{BRANCH}/benchmarks/results/{name}"
+    try:
+        with urllib.request.urlopen(address, timeout=30) as response:
+            return json.loads(response.read().decode())
+    except Exception as err:
+        raise FileNotFoundError(f"result file {name} is not in {RESULTS} and could not be read from {address} "
+                                f"({err})") from err

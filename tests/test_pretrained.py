@@ -56,3 +56,14 @@ def test_override_folder(monkeypatch, tmp_path):
     (tmp_path / "toy-2d.pt").write_bytes(b"x")
     monkeypatch.setenv("MINIDIFF_CHECKPOINTS", str(tmp_path))
     assert md.pretrained("toy-2d.pt") == tmp_path / "toy-2d.pt"
+
+
+def test_result_files_are_read_from_the_repository():
+    res = md.load_result("cpu-2026-11-26.json")
+    assert res["benchmark"] == "minidiff vs diffusers"
+
+
+@pytest.mark.parametrize("name", ["../x.json", "x.txt", 3])
+def test_result_names_are_checked(name):
+    with pytest.raises(ValueError, match="name must be"):
+        md.load_result(name)
