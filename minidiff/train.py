@@ -337,7 +337,8 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, fused=True if device.type == "cuda" else None)
+    # The fused kernel updates all parameters in one pass (CUDA and CPU); MPS keeps the default.
+    return torch.optim.AdamW(groups, lr=config.lr, fused=True if device.type in ("cuda", "cpu") else None)
 
 
 def lr_at(config: TrainConfig, step: int) -> float:

@@ -184,3 +184,44 @@ def test_benchmark_models_are_matched():
         d, m = (bench.build(size, lib, cpu) for lib in ("diffusers", "minidiff"))
         assert abs(md.n_params(m) / md.n_params(d) - 1) <= 0.10
         assert bench.forward_flops(m, size, cpu) == bench.forward_flops(d, size, cpu)
+
+
+# ---------------------------------------------------------------------------------------- 1x1 conv, fused AdamW
+@pytest.mark.parametrize("shape", [(2, 8, 5, 7), (3, 1, 4, 4), (2, 6, 1, 1)])
+def test_conv1x1_matmul_path_matches_the_convolution(shape, gen):
+    """On channels-last input the 1x1 convolution runs as F.linear; same values and gradients as nn.Conv2d."""
+    conv = md.unet.Conv1x1(shape[1], 5).double()
+    ref = torch.nn.Conv2d(shape[1], 5, 1).double()
+    ref.load_state_dict(conv.state_dict())
+    x = torch.randn(shape, generator=gen(0), dtype=torch.float64)
+    x_cl = x.clone().contiguous(memory_format=torch.channels_last).requires_grad_()
+    x_ref = x.clone().requires_grad_()
+    out, expected = conv(x_cl), ref(x_ref)
+    assert out.shape == expected.shape and out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, expected, atol=1e-12)
+    g = torch.randn(expected.shape, generator=gen(1), dtype=torch.float64)
+    out.backward(g), expected.backward(g)
+    assert torch.allclose(x_cl.grad, x_ref.grad, atol=1e-12)
+    assert torch.allclose(conv.weight.grad, ref.weight.grad, atol=1e-12)
+    assert torch.allclose(conv.bias.grad, ref.bias.grad, atol=1e-12)
+
+
+def test_cpu_optimizer_is_fused_and_matches_the_reference_adamw():
+    from minidiff.train import TrainConfig, make_optimizer
+
+    def run(make):
+        model = _random_unet(num_classes=10)
+        opt = make(model)
+        for step in range(3):
+            x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(step))
+            loss = model(x, torch.full((4,), 5), torch.arange(4)).square().mean()
+            opt.zero_grad(), loss.backward(), opt.step()
+        return opt, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    config = TrainConfig(lr=1e-3, weight_decay=0.1)
+    opt, fast = run(lambda m: make_optimizer(m, config, torch.device("cpu")))
+    assert all(group["fused"] for group in opt.param_groups)
+    _, slow = run(lambda m: torch.optim.AdamW(
+        [{"params": [p for p in m.parameters() if p.ndim >= 2], "weight_decay": 0.1},
+         {"params": [p for p in m.parameters() if p.ndim < 2], "weight_decay": 0.0}], lr=1e-3, foreach=False))
+    assert torch.allclose(fast, slow, rtol=1e-5, atol=1e-7)
