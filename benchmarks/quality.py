@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         res["settings"] = {"guidance": args.guidance, "spacing": "trailing", "etas": list(DDIM_ETAS),
                            "steps": list(DDIM_STEPS)}
         res = resume(out, res)
-        cells = [{"eta": e, "steps": s} for s in DDIM_STEPS for e in DDIM_ETAS]       # the slow 1000s last
+        # Row by row, the slow 1000-step row last, and in it the two ends of eta (deterministic, DDPM-like) first.
+        cells = [{"eta": e, "steps": s} for s in DDIM_STEPS
+                 for e in (sorted(DDIM_ETAS, key=lambda e: (0 < e < 1, e)) if s == 1000 else DDIM_ETAS)]
 
         def score(key):
             samples, labels, settings = generate(model, sched, steps=key["steps"], eta=key["eta"],
