@@ -28,12 +28,14 @@ _ICONS = {
 def jshtml(anim, *, default_mode: str = "loop"):
     """A self-contained HTML player for ``anim`` (a ``FuncAnimation``); closes its figure.
 
-    Returns an ``IPython.display.HTML`` object: the last expression of a cell shows it.
+    Frames are rendered at the figure's own dpi (not ``savefig.dpi``), so ``plt.subplots(dpi=64)`` keeps the
+    page light. Returns an ``IPython.display.HTML`` object: the last expression of a cell shows it.
     """
     import matplotlib.pyplot as plt
     from IPython.display import HTML
 
-    html = anim.to_jshtml(default_mode=default_mode)
+    with plt.rc_context({"savefig.dpi": "figure"}):
+        html = anim.to_jshtml(default_mode=default_mode)
     plt.close(anim._fig)
     html = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html)
     for name, glyph in _ICONS.items():
