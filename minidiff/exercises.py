@@ -19,6 +19,7 @@ check_q_step         ``fn(x_prev, t, sched, noise) -> x_t``          :func:`mini
 check_q_sample       ``fn(x0, t, sched, noise) -> x_t``              :func:`minidiff.q_sample`
 check_posterior      ``fn(x0, x_t, t, sched) -> (mean, variance)``   :func:`minidiff.q_posterior`
 check_eps_loss       ``fn(model, x0, sched, t, noise) -> loss``      :func:`minidiff.eps_loss`
+check_ddpm_step      ``fn(x_t, eps, t, sched, noise) -> x_prev``    :func:`minidiff.ddpm_step`
 check_cfg_combine    ``fn(eps_uncond, eps_cond, scale) -> eps``      :func:`minidiff.cfg_combine`
 ===================  =============================================  ===================================
 
