@@ -83,7 +83,8 @@ class TrainConfig:
             checkpoint_every: steps between checkpoints (0 = only at the end).
         out: output folder: ``ckpt.pt`` and ``samples/``.
         device: ``"auto"`` (CUDA, then MPS, then CPU) or a torch device string.
-        bf16: bfloat16 autocast; default (None) on for CUDA, off elsewhere; True needs CUDA.
+        bf16: bfloat16 autocast; default (None) on for CUDA GPUs with native bf16 (compute capability >= 8),
+            off elsewhere; True needs CUDA.
 
     Introduced in chapter 4.
     """
@@ -349,7 +350,10 @@ def lr_at(config: TrainConfig, step: int) -> float:
 def _use_bf16(config: TrainConfig, device: torch.device) -> bool:
     if config.bf16 and device.type != "cuda":
         raise ValueError(f"bf16=True needs a CUDA device (bfloat16 autocast is used on CUDA only); got {device}")
-    return device.type == "cuda" if config.bf16 is None else config.bf16
+    if config.bf16 is not None:
+        return config.bf16
+    # Default: on from Ampere (compute capability 8) on; older GPUs such as the T4 only emulate bfloat16.
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def _batches(loader, generator: torch.Generator, position: dict):
