@@ -3,6 +3,11 @@
     python benchmarks/quality.py ddim-table --n 250      # eta x steps grid of DDIM (chapter 6)
     python benchmarks/quality.py cfg-sweep --n 500       # guidance scales (chapter 7)
 
+A long sweep can be split over processes (or machines): ``--only eta:steps,...`` (ddim-table) or
+``--only scale,...`` (cfg-sweep) runs just those cells into its own ``--out`` file, and
+``python benchmarks/quality.py merge A.json B.json --out C.json`` joins files made with the same checkpoint,
+sample count, seed and settings, recording every part's command.
+
 Every cell samples ``n`` class-balanced images (sample i has label i mod 10) from the same seed, so the cells
 share their starting noise, and scores them with the shipped classifier: FD_cls against ``n`` test images, its
 floor (``n`` train vs the same ``n`` test images), the class agreement and, for the guidance sweep, the
@@ -87,6 +92,10 @@ def run_cells(res: dict, out: Path, cells: list[dict], score) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["merge"]:
+        return merge(argv[1:])
     p.add_argument("sweep", choices=("ddim-table", "cfg-sweep"))
     p.add_argument("--ckpt", type=Path, default=CKPT)
     p.add_argument("--n", type=int, default=250, help="samples per cell (class-balanced)")
@@ -96,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, default=1.0, help="ddim-table: guidance scale (1: conditional)")
     p.add_argument("--steps", type=int, default=50, help="cfg-sweep: DDIM steps")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--only", default=None, help="run only these cells: eta:steps,... or scale,...")
     args = p.parse_args(argv)
 
     model, sched, _ = md.load_model(args.ckpt, device=args.device)
@@ -128,7 +138,43 @@ def main(argv: list[str] | None = None) -> int:
             return {**evaluate_samples(samples, labels), "diversity": md.class_diversity(samples, labels),
                     "seconds": settings["seconds"]}
 
+    if args.only:
+        wanted = [dict(zip(("eta", "steps"), (float(a), int(b)))) if args.sweep == "ddim-table" else {"scale": float(c)}
+                  for c in args.only.split(",") for a, _, b in [c.partition(":")]]
+        unknown = [w for w in wanted if w not in cells]
+        if unknown:
+            p.error(f"--only names cells outside the sweep: {unknown}")
+        cells = wanted
+        res["only"] = wanted
     run_cells(res, out, cells, score)
+    return 0
+
+
+def merge(argv: list[str]) -> int:
+    """Join result files of one sweep made with the same checkpoint, n, seed and settings."""
+    p = argparse.ArgumentParser(prog="quality.py merge", description=merge.__doc__)
+    p.add_argument("parts", type=Path, nargs="+")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    parts = [json.loads(path.read_text()) for path in args.parts]
+    keys = ("sweep", "checkpoint_sha256", "n", "seed", "settings")
+    for path, part in zip(args.parts[1:], parts[1:]):
+        differ = [k for k in keys if part.get(k) != parts[0].get(k)]
+        if differ:
+            raise SystemExit(f"{path} differs from {args.parts[0]} in {differ}: not the same sweep")
+    merged = {k: v for k, v in parts[0].items() if k not in ("cells", "only", "complete")}
+    merged["parts"] = [{k: part.get(k) for k in ("command", "machine", "cpu_model", "started", "finished")}
+                       for part in parts]
+    seen, cells = set(), []
+    for part in parts:
+        for cell in part["cells"]:
+            key = json.dumps(cell["key"], sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                cells.append(cell)
+    merged["cells"] = cells
+    write_json(args.out, merged)
+    print(f"{len(cells)} cells -> {args.out}")
     return 0
 
 
