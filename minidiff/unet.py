@@ -92,23 +92,6 @@ def _zero(module: nn.Module) -> nn.Module:
     return module
 
 
-class Conv1x1(nn.Conv2d):
-    """A 1x1 convolution (an nn.Conv2d, same parameters) that runs as one matrix product on channels-last input.
-
-    On channels-last activations, stored as (B, H, W, C), a 1x1 convolution is ``F.linear`` over the last axis;
-    on the CPU that is several times faster than the convolution kernel PyTorch picks for 1x1 (both directions).
-    """
-
-    def __init__(self, in_ch: int, out_ch: int):
-        super().__init__(in_ch, out_ch, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not x.is_contiguous(memory_format=torch.channels_last):
-            return super().forward(x)
-        y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)   # (B, H, W, out_ch)
-        return y.permute(0, 3, 1, 2)                                              # (B, out_ch, H, W), channels-last
-
-
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> conv -> (+ time/class embedding) -> GroupNorm -> SiLU -> dropout -> conv, plus skip.
 
@@ -127,7 +110,7 @@ class ResBlock(nn.Module):
         self.norm2 = nn.GroupNorm(num_groups, out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _zero(nn.Conv2d(out_ch, out_ch, 3, padding=1))
-        self.skip = Conv1x1(in_ch, out_ch) if in_ch != out_ch else nn.Identity()
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """x: (B, in_ch, H, W); emb: (B, emb_dim), already passed through SiLU. Returns (B, out_ch, H, W)."""
@@ -154,8 +137,8 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.heads = ch // 32 if ch % 32 == 0 else 1
         self.norm = nn.GroupNorm(num_groups, ch)
-        self.qkv = Conv1x1(ch, 3 * ch)
-        self.proj = _zero(Conv1x1(ch, ch))
+        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
+        self.proj = _zero(nn.Conv2d(ch, ch, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
@@ -167,10 +150,7 @@ class SelfAttention(nn.Module):
             qkv = qkv.contiguous()
         q, k, v = qkv.unbind(dim=1)                                  # (B, nh, HW, hd) each
         h = F.scaled_dot_product_attention(q, k, v)                  # (B, nh, HW, hd)
-        if x.is_contiguous(memory_format=torch.channels_last):
-            h = h.transpose(1, 2).reshape(B, H, W, C).permute(0, 3, 1, 2)   # (B, C, H, W), channels-last
-        else:
-            h = h.transpose(-1, -2).reshape(B, C, H, W)              # (B, C, H, W)
+        h = h.transpose(-1, -2).reshape(B, C, H, W)                  # (B, C, H, W)
         return self.proj(h).add_(x)                                  # x + proj(h)
 
 

@@ -186,26 +186,7 @@ def test_benchmark_models_are_matched():
         assert bench.forward_flops(m, size, cpu) == bench.forward_flops(d, size, cpu)
 
 
-# ---------------------------------------------------------------------------------------- 1x1 conv, fused AdamW
-@pytest.mark.parametrize("shape", [(2, 8, 5, 7), (3, 1, 4, 4), (2, 6, 1, 1)])
-def test_conv1x1_matmul_path_matches_the_convolution(shape, gen):
-    """On channels-last input the 1x1 convolution runs as F.linear; same values and gradients as nn.Conv2d."""
-    conv = md.unet.Conv1x1(shape[1], 5).double()
-    ref = torch.nn.Conv2d(shape[1], 5, 1).double()
-    ref.load_state_dict(conv.state_dict())
-    x = torch.randn(shape, generator=gen(0), dtype=torch.float64)
-    x_cl = x.clone().contiguous(memory_format=torch.channels_last).requires_grad_()
-    x_ref = x.clone().requires_grad_()
-    out, expected = conv(x_cl), ref(x_ref)
-    assert out.shape == expected.shape and out.is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(out, expected, atol=1e-12)
-    g = torch.randn(expected.shape, generator=gen(1), dtype=torch.float64)
-    out.backward(g), expected.backward(g)
-    assert torch.allclose(x_cl.grad, x_ref.grad, atol=1e-12)
-    assert torch.allclose(conv.weight.grad, ref.weight.grad, atol=1e-12)
-    assert torch.allclose(conv.bias.grad, ref.bias.grad, atol=1e-12)
-
-
+# ---------------------------------------------------------------------------------------- fused AdamW
 def test_cpu_optimizer_is_fused_and_matches_the_reference_adamw():
     from minidiff.train import TrainConfig, make_optimizer
 
