@@ -25,6 +25,7 @@ import datetime
 import hashlib
 import json
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -163,7 +164,10 @@ def merge(argv: list[str]) -> int:
         if differ:
             raise SystemExit(f"{path} differs from {args.parts[0]} in {differ}: not the same sweep")
     merged = {k: v for k, v in parts[0].items() if k not in ("cells", "only", "complete")}
-    merged["parts"] = [{k: part.get(k) for k in ("command", "machine", "cpu_model", "started", "finished")}
+    # Each part's command is recorded with its --out path reduced to the file name (no machine paths).
+    merged["parts"] = [{**{k: part.get(k) for k in ("command", "machine", "cpu_model", "started", "finished")},
+                        "command": re.sub(r"--out (\S+)", lambda m: f"--out {Path(m.group(1)).name}",
+                                          part.get("command", ""))}
                        for part in parts]
     seen, cells = set(), []
     for part in parts:
