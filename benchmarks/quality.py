@@ -177,6 +177,10 @@ def merge(argv: list[str]) -> int:
                 seen.add(key)
                 cells.append(cell)
     merged["cells"] = cells
+    settings = merged["settings"]
+    expected = (len(settings["etas"]) * len(settings["steps"]) if merged["sweep"] == "ddim-table"
+                else len(settings["scales"]))
+    merged["complete"] = len(cells) == expected
     write_json(args.out, merged)
     print(f"{len(cells)} cells -> {args.out}")
     return 0
