@@ -74,3 +74,12 @@ def test_chapter_has_the_teaching_parts(path):
     assert "interact" in text and "# NBVAL_IGNORE_OUTPUT" in text, "no widget for live use"
     assert "{cite}`" in text
     assert "minidiff.exercises" in text or "from minidiff.exercises import" in text
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_widget_cells_are_skipped_by_the_book_build(path):
+    """The static pages cannot run widgets, and nbclient can block on a cell that displays one (nbclient
+    issue #312): the book build skips them (`skip-execution`), while nbval still runs them."""
+    for cell in load(path)["cells"]:
+        if cell["cell_type"] == "code" and "interact" in source(cell) and "# NBVAL_IGNORE_OUTPUT" in source(cell):
+            assert "skip-execution" in cell["metadata"].get("tags", []), f"{path.name}: widget cell not skipped"
