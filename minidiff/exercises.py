@@ -111,6 +111,15 @@ def _as_tensor(out, like: torch.Tensor, what: str):
     return out.to(like.dtype), None
 
 
+def _one_tensor(out, like: torch.Tensor, what: str, package_fn: str):
+    """(tensor, None) if ``out`` is one tensor like ``like``; else (out, hint). For the sampler-step checkers,
+    whose package functions return the pair (x_prev, x0_hat) while the exercise returns x_prev alone."""
+    if isinstance(out, (tuple, list)):
+        return out, (f"return only {what}, one tensor ({package_fn} returns the pair (x_prev, x0_hat); the "
+                     "exercise's function returns x_prev alone)")
+    return _as_tensor(out, like, "x_prev")
+
+
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and bool(torch.allclose(a, b, rtol=RTOL, atol=ATOL))
 
@@ -745,11 +754,8 @@ def check_ddpm_step(fn: Callable, *, seed: int = 0) -> CheckResult:
             hint = _random_check(fn, args, (x_t.clone(), eps.clone(), t, sched, noise.clone()))
             if hint is None:
                 out, hint = _call(fn, *args)
-            if hint is None and isinstance(out, (tuple, list)):
-                hint = ("return only x_{t-1}, one tensor (minidiff.ddpm_step returns the pair (x_prev, x0_hat); "
-                        "the exercise's function returns x_prev)")
             if hint is None:
-                out, hint = _as_tensor(out, x_t, "x_prev")
+                out, hint = _one_tensor(out, x_t, "x_{t-1}", "minidiff.ddpm_step")
             if hint is None and not _close(out, expected):
                 hint = _ddpm_step_hint(fn, out, x_t, eps, t, sched, noise)
                 if hint == "mismatch":
@@ -892,11 +898,8 @@ def check_ddim_step(fn: Callable, *, seed: int = 0) -> CheckResult:
                     and not torch.allclose(out, again, rtol=RTOL, atol=ATOL, equal_nan=True)):
                 hint = ("two calls with the same inputs gave different results: your function draws its own random "
                         "numbers. Use the noise passed in as an argument")
-            if hint is None and isinstance(out, (tuple, list)):
-                hint = ("return only x_prev, one tensor (minidiff.ddim_step returns the pair (x_prev, x0_hat); the "
-                        "exercise's function returns x_prev)")
             if hint is None:
-                out, hint = _as_tensor(out, x_t, "x_prev")
+                out, hint = _one_tensor(out, x_t, "x_prev", "minidiff.ddim_step")
             if hint is None and not _close(out, expected):
                 for text, make in _ddim_step_mistakes(x_t, eps, t, t_prev, sched, eta, noise):
                     try:
