@@ -19,7 +19,7 @@ import torch
 from ._validate import check_int, check_real, check_same_shape, check_tensor, randn
 from .forward import q_sample
 from .guidance import guided_eps
-from .samplers import _alpha_bar, _ddim_coefficients, _ddim_update, _start, ddim_timesteps
+from .samplers import _ddim_loop, _ddim_plan, _ddim_update, _start, ddim_timesteps
 from .schedules import NoiseSchedule
 
 
@@ -64,8 +64,7 @@ def inpaint(model, x0: torch.Tensor, mask: torch.Tensor, sched: NoiseSchedule, *
     check_int(steps, "steps", low=1, high=sched.T if isinstance(sched, NoiseSchedule) else None)
     x, y, guidance_scale = _start(model, x0.shape, sched, None, generator, x0.device, x0.dtype, y,
                                   guidance_scale, None)
-    ts = ddim_timesteps(sched.T, steps, spacing)
-    plan = [(t, t_prev, *_ddim_coefficients(sched, t, t_prev, eta)) for t, t_prev in zip(ts, ts[1:] + [-1])]
+    plan = _ddim_plan(sched, ddim_timesteps(sched.T, steps, spacing), eta)
     B = x.shape[0]
     for t, t_prev, a, a_prev, sigma in plan:
         t_batch = torch.full((B,), t, dtype=torch.long, device=x.device)                    # (B,)
@@ -119,15 +118,8 @@ def sdedit(model, x0: torch.Tensor, sched: NoiseSchedule, *, strength: float = 0
         check_same_shape(x0, noise, "x0", "noise")
     x_t0 = q_sample(x0, t0, sched, noise=noise, generator=generator)
     _, y, guidance_scale = _start(model, x0.shape, sched, x_t0, None, None, None, y, guidance_scale, None)
-    ts = ddim_timesteps(t0 + 1, steps, "trailing")                  # trailing over [0, t0]: starts at t0
-    plan = [(t, t_prev, *_ddim_coefficients(sched, t, t_prev, eta)) for t, t_prev in zip(ts, ts[1:] + [-1])]
-    x, B = x_t0, x0.shape[0]
-    for t, t_prev, a, a_prev, sigma in plan:
-        t_batch = torch.full((B,), t, dtype=torch.long, device=x.device)                    # (B,)
-        eps = guided_eps(model, x, t_batch, y, guidance_scale)
-        z = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if sigma > 0 else None
-        x, _ = _ddim_update(x, eps, a, a_prev, sigma=sigma, noise=z)
-    return x
+    plan = _ddim_plan(sched, ddim_timesteps(t0 + 1, steps, "trailing"), eta)   # trailing over [0, t0]: from t0
+    return _ddim_loop(model, x_t0, plan, y, guidance_scale, generator=generator)
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha) -> torch.Tensor:

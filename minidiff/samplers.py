@@ -222,9 +222,18 @@ def ddim_sample(model, shape, sched: NoiseSchedule, *, steps: int = 50, eta: flo
     eta = check_real(eta, "eta", low=0.0)
     check_int(steps, "steps", low=1, high=sched.T if isinstance(sched, NoiseSchedule) else None)
     x, y, guidance_scale = _start(model, shape, sched, x_T, generator, device, dtype, y, guidance_scale, clip_x0)
-    ts = ddim_timesteps(sched.T, steps, spacing)
-    # Check every step before sampling: fail fast, not after minutes of work.
-    plan = [(t, t_prev, *_ddim_coefficients(sched, t, t_prev, eta)) for t, t_prev in zip(ts, ts[1:] + [-1])]
+    plan = _ddim_plan(sched, ddim_timesteps(sched.T, steps, spacing), eta)
+    return _ddim_loop(model, x, plan, y, guidance_scale, clip_x0=clip_x0, generator=generator, callback=callback)
+
+
+def _ddim_plan(sched: NoiseSchedule, ts: list[int], eta: float) -> list[tuple]:
+    """(t, t_prev, alpha_bar, alpha_bar_prev, sigma) for every step along the decreasing timesteps ``ts`` (then
+    the data). Every step is checked before sampling: fail fast, not after minutes of work."""
+    return [(t, t_prev, *_ddim_coefficients(sched, t, t_prev, eta)) for t, t_prev in zip(ts, ts[1:] + [-1])]
+
+
+def _ddim_loop(model, x, plan, y, guidance_scale, *, clip_x0=None, generator=None, callback=None):
+    """Run the DDIM steps of ``plan`` from ``x``: one (guided) model call and eq. (12) per step."""
     B = x.shape[0]
     for i, (t, t_prev, a, a_prev, sigma) in enumerate(plan):
         t_batch = torch.full((B,), t, dtype=torch.long, device=x.device)          # (B,)
