@@ -254,6 +254,37 @@ def test_export_for_sampling_keeps_the_weights_and_refuses_resume(run, tmp_path)
     assert exported.read_bytes() == before
 
 
+def test_export_ema_only_in_float16_is_a_quarter_the_size_and_samples_the_same(run, tmp_path):
+    cfg, result, path = run
+    full_copy, small = tmp_path / "full.pt", tmp_path / "small.pt"
+    export_for_sampling(path, full_copy)
+    export_for_sampling(path, small, weights="ema", dtype="float16")
+    slim = read_checkpoint(small)
+    assert slim["model"] == {}
+    assert all(v.dtype == torch.float16 for v in slim["ema"].values())
+    weight_bytes = lambda p: sum(v.numel() * v.element_size() for sd in (p["model"], p["ema"]) for v in sd.values())
+    assert weight_bytes(slim) == weight_bytes(read_checkpoint(full_copy)) // 4
+    ref = result.ema_model
+    for name, p in ref.named_parameters():                  # each weight rounded to the nearest float16
+        assert torch.equal(slim["ema"][name], p.detach().half())
+    model, _, _ = load_model(small, device="cpu")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    x, t = torch.randn(64, 2, generator=torch.Generator().manual_seed(0)), torch.arange(64) * 15
+    with torch.no_grad():
+        expect, got = ref(x, t), model(x, t)
+    assert (got - expect).abs().max() <= 2e-3 * expect.abs().max()       # float16 rounding, not a different model
+    with pytest.raises(CheckpointError, match="EMA weights only"):
+        load_model(small, ema=False, device="cpu")
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(weights="raw"), "weights must be one of 'both', 'ema'; got 'raw'"),
+                                           (dict(dtype="bfloat16"), "dtype must be one of 'float32', 'float16'")])
+def test_export_rejects_unknown_options(run, tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        export_for_sampling(run[2], tmp_path / "x.pt", **kwargs)
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_the_shipped_fashion_mnist_checkpoint_loads_and_is_small():
     path = Path(__file__).resolve().parent.parent / "checkpoints" / "fashion-mnist-cond.pt"
     assert path.stat().st_size <= 10 * 2**20

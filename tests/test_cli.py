@@ -126,3 +126,7 @@ def test_export_command_writes_a_smaller_file_that_loads(tmp_path, capsys):
     assert saved["sample_shape"] == [2]
     assert main(["export", "--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt")]) == 1
     assert "does not exist" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+    half = tmp_path / "toy-ema16.pt"
+    assert main(["export", "--ckpt", src, "--out", str(half), "--weights", "ema", "--dtype", "float16"]) == 0
+    assert "EMA weights (float16)" in capsys.readouterr().out
+    assert half.stat().st_size < out.stat().st_size
