@@ -1,0 +1,113 @@
+"""The GPU paths give the CPU's answers: the U-Net, the samplers, the fused optimizer, bf16 training and the
+compiled sampler (inductor kernels and CUDA graphs). Skipped where no CUDA device is present (CI); run them on a
+GPU machine with ``python -m pytest tests/test_cuda.py``."""
+import pytest
+import torch
+
+import minidiff as md
+from minidiff.samplers import CompiledModel
+from minidiff.train import TrainConfig, make_optimizer, train
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+CUDA = torch.device("cuda")
+
+
+@pytest.fixture(autouse=True)
+def full_float32():
+    """No TF32: CUDA then computes in the CPU's precision and the two agree to float32 rounding."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def _random_unet(seed: int = 0, **kw) -> md.UNet:
+    """A small conditional U-Net with every parameter random (the zero-initialised layers too), in eval mode."""
+    model = md.UNet(**{**dict(base_channels=16, channel_mults=(1, 2), attention_levels=(False, True),
+                              num_classes=3), **kw})
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_unet_on_cuda_matches_the_cpu(channels_last):
+    model = _random_unet()
+    x = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    t, y = torch.tensor([0, 10, 200, 500, 900, 999]), torch.tensor([0, 1, 2, 3, 0, 1])   # 3: the no-label index
+    with torch.no_grad():
+        expected = model(x, t, y)
+        gpu = model.to(CUDA)
+        x_gpu = x.to(CUDA)
+        if channels_last:
+            gpu, x_gpu = gpu.to(memory_format=torch.channels_last), x_gpu.contiguous(memory_format=torch.channels_last)
+        got = gpu(x_gpu, t.to(CUDA), y.to(CUDA)).cpu()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_samplers_on_cuda_match_the_cpu():
+    """Same x_T and (CPU-generated) noise: DDIM (guided, eta > 0) and DDPM end where the CPU run ends."""
+    model, sched = _random_unet(), md.NoiseSchedule.linear(T=100, beta_start=1e-3, beta_end=0.1)
+    x_T = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 1, 2, 0])
+    cpu = md.ddim_sample(model, x_T.shape, sched, steps=10, x_T=x_T, y=y, guidance_scale=2.0)
+    gpu = md.ddim_sample(model.to(CUDA), x_T.shape, sched, steps=10, x_T=x_T.to(CUDA), y=y.to(CUDA),
+                         guidance_scale=2.0)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
+    # DDPM draws its noise from the generator's device: a CUDA generator, seeded, repeats itself exactly.
+    runs = [md.ddpm_sample(model, x_T.shape, sched, x_T=x_T.to(CUDA), y=y.to(CUDA),
+                           generator=torch.Generator(CUDA).manual_seed(3)) for _ in range(2)]
+    assert torch.equal(runs[0], runs[1]) and bool(torch.isfinite(runs[0]).all())
+
+
+def test_fused_adamw_on_cuda_matches_the_reference():
+    torch.manual_seed(0)
+    ref = torch.nn.Linear(32, 8).to(CUDA)
+    fused = torch.nn.Linear(32, 8).to(CUDA)
+    fused.load_state_dict(ref.state_dict())
+    config = TrainConfig(lr=1e-2, weight_decay=0.01)
+    opt = make_optimizer(fused, config, CUDA)
+    assert opt.defaults.get("fused") is True
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2, weight_decay=0.01, foreach=False)
+    x = torch.randn(64, 32, device=CUDA)
+    for _ in range(20):
+        for m, o in ((ref, ref_opt), (fused, opt)):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+    for a, b in zip(ref.parameters(), fused.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_training_on_cuda_lowers_the_loss(tmp_path, bf16):
+    config = TrainConfig(dataset="8gaussians", model="mlp", T=1000, batch_size=256, lr=1e-3, warmup=20,
+                         steps=300, limit=5000, sample_every=0, checkpoint_every=0, log_every=50,
+                         out=str(tmp_path / "run"), seed=3, device="cuda", bf16=bf16)
+    result = train(config, progress=False)
+    losses = torch.tensor(result.losses)
+    assert len(losses) == 300 and bool(torch.isfinite(losses).all())
+    assert losses[-50:].mean() < 0.7 * losses[:10].mean()
+    model, _, saved = md.load_model(result.checkpoint, device="cpu")      # the checkpoint holds CPU tensors
+    assert next(model.parameters()).device.type == "cpu" and saved["step"] == 300
+
+
+def test_compiled_model_with_cuda_graphs_matches_eager():
+    """The default compiled path on CUDA: inductor kernels replayed as a CUDA graph every step."""
+    model = _random_unet().to(CUDA)
+    sched = md.NoiseSchedule.linear(T=100, beta_start=1e-3, beta_end=0.1)
+    x_T = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(4)).to(CUDA)
+    y = torch.tensor([0, 1, 2, 0], device=CUDA)
+    fast = CompiledModel(model)
+    eager = md.ddim_sample(model, x_T.shape, sched, steps=10, x_T=x_T, y=y, guidance_scale=2.0)
+    for _ in range(2):                                    # the first run compiles and records; the second replays
+        got = md.ddim_sample(fast, x_T.shape, sched, steps=10, x_T=x_T, y=y, guidance_scale=2.0)
+        torch.testing.assert_close(got, eager, rtol=1e-3, atol=1e-3)
+    t = torch.full((4,), 50, device=CUDA)
+    first = fast(x_T, t, y)
+    kept = first.clone()
+    fast(x_T, t + 40, y)                                  # a replay must not overwrite the earlier result
+    assert torch.equal(first, kept)
