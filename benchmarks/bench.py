@@ -289,7 +289,7 @@ def bench_size(size: str, device: torch.device, args) -> dict:
     steps = {lib: train_step(lib, m, size, B, device, args.bf16) for lib, m in models.items()}
     per_repeat = plan["train_steps"]
     fns = {lib: (lambda s=s: [s() for _ in range(per_repeat)]) for lib, s in steps.items()}
-    if args.compile:
+    if args.compile and args.compile_train:
         fast = torch.compile(models["minidiff"])
         fns["minidiff-compiled"] = (lambda s=train_step("minidiff", fast, size, B, device, args.bf16):
                                     [s() for _ in range(per_repeat)])
@@ -319,7 +319,15 @@ def bench_size(size: str, device: torch.device, args) -> dict:
     for sampler, total in (("ddpm", T), ("ddim", DDIM_STEPS)):
         fns = {lib: sample_run(lib, m, size, sampler, timed, device) for lib, m in models.items()}
         fns.update({name: sample_run("minidiff", m, size, sampler, timed, device) for name, m in samplers.items()})
-        raw = interleaved(fns, repeats=plan["sample_repeats"], warmup=1, device=device)
+        if timed is None:
+            # Full runs: warm up (cuDNN's algorithm search, compilation, CUDA graph capture) on a few steps of
+            # each loop instead of a whole 1000-step run per library.
+            warm = {lib: sample_run(lib, m, size, sampler, 3, device) for lib, m in models.items()}
+            warm.update({name: sample_run("minidiff", m, size, sampler, 3, device) for name, m in samplers.items()})
+            for _ in range(2):
+                for fn in warm.values():
+                    fn()
+        raw = interleaved(fns, repeats=plan["sample_repeats"], warmup=0 if timed is None else 1, device=device)
         n = total if timed is None else timed
         result[sampler] = {name: {**r, "steps_timed": n, "steps": total,
                                   "seconds": median(r["wall_s"]) / n * total,
@@ -529,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, help="override the repeats of every measurement")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="also time minidiff's opt-in compiled paths (default: on for CUDA, off for the CPU)")
+    p.add_argument("--compile-train", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --compile, also time a compiled training step (compiling it takes a minute or two)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast in training, both libraries (CUDA)")
     p.add_argument("--no-ablation", action="store_true", help="skip the one-change-at-a-time measurements")
     p.add_argument("--no-memory", action="store_true", help="skip the CPU memory probes (two processes per size)")
@@ -576,8 +586,11 @@ def main(argv: list[str] | None = None) -> int:
                "schedulers": "linear betas 1e-4..0.02; no clipping; DDPM variance beta_tilde; DDIM eta = 0"},
            "targets": TARGETS[device.type], "sizes": {}}
     res["machine"]["fp32_matmul_flops_per_s"] = matmul_peak(device)
+    out = args.out or RESULTS / f"{device.type}-{datetime.date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     for size in sizes:
         res["sizes"][size] = bench_size(size, device, args)
+        out.write_text(json.dumps({**res, "partial": True}, indent=1) + "\n")     # kept if a later part fails
     if not args.no_ablation:
         res["ablation"] = ablation(device, args)
     if device.type == "cpu" and args.thread_probe:
@@ -585,8 +598,6 @@ def main(argv: list[str] | None = None) -> int:
     res["machine"]["load_average_at_end"] = list(os.getloadavg())
     res["seconds_total"] = time.perf_counter() - start
     res["targets_met"] = targets_met(res)
-    out = args.out or RESULTS / f"{device.type}-{datetime.date.today().isoformat()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n")
     print_table(res)
     print(f"\nwrote {out} ({res['seconds_total']:.0f} s)")

@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--only", default=None, help="run only these cells: eta:steps,... or scale,...")
     args = p.parse_args(argv)
+    if args.device is not None and torch.device(args.device).type == "cuda":
+        # Full float32 (no TF32 convolutions or matrix products): a chapter's CPU recompute of a cell then
+        # matches the file to well within its 1% check.
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
 
     model, sched, _ = md.load_model(args.ckpt, device=args.device)
     out = args.out or RESULTS / f"{args.sweep}.json"
