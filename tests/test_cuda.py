@@ -78,8 +78,10 @@ def test_fused_adamw_on_cuda_matches_the_reference():
             o.zero_grad()
             m(x).square().mean().backward()
             o.step()
+    # The fused kernel orders its float32 arithmetic differently; after 20 steps of size ~1e-2 the weights agree
+    # to 1e-4 (an H100 gave 3.9e-5), a hundredth of one step. A wrong update rule would be off by whole steps.
     for a, b in zip(ref.parameters(), fused.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("bf16", [False, True])
