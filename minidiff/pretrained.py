@@ -17,7 +17,7 @@ from .data import _download, _sha256, cache_dir
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 
 SHA256 = {
-    "fashion-mnist-cond.pt": "981a23238cac12c212166dd0ab3160e2ecda645f065efe08cd224f19f9475dbd",
+    "fashion-mnist-cond.pt": "73b97fb040c2d3136a830a89fc3a7547527d92b65d3dd3a012adc00a02dba329",
     "toy-2d.pt": "549305073adf082b2152656ee43242a1267a7c24825b78bec31081957c41bc67",
     "classifier.safetensors": "1cc51468979139f8e1493b6288e3d33e07b14771a3ebf5a544de26a38345c931",
 }
