@@ -381,11 +381,12 @@ def evaluate_samples(samples: torch.Tensor, labels: torch.Tensor | None = None, 
 
 def generate(model: nn.Module, sched, *, n: int, sampler: str = "ddim", steps: int | None = None,
              eta: float = 0.0, guidance: float = 1.0, batch_size: int = 500, seed: int = 0,
-             device=None) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+             device=None, variance: str = "beta_tilde") -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """Sample ``n`` Fashion-MNIST images in batches: the sampling half of :func:`evaluate_model`.
 
     A class-conditional model gets class-balanced labels (sample i has label i mod num_classes) and guidance
-    scale ``guidance``; an unconditional one needs ``guidance=1``.
+    scale ``guidance``; an unconditional one needs ``guidance=1``. ``steps`` defaults to 50 for DDIM and to all
+    T for DDPM (fewer: DDPM on the respaced chain); ``variance`` is DDPM's (``"beta_tilde"`` or ``"beta"``).
 
     Returns:
         (samples (n, 1, 28, 28) on the CPU, labels (n,) or None, settings: sampler, steps, eta, guidance, seed,
@@ -400,13 +401,9 @@ def generate(model: nn.Module, sched, *, n: int, sampler: str = "ddim", steps: i
     seed = check_int(seed, "seed")
     eta = check_real(eta, "eta", low=0.0)
     guidance = check_real(guidance, "guidance")
-    if sampler == "ddpm":
-        if steps is not None and steps != sched.T:
-            raise ValueError(f"steps must be None or T={sched.T} for the ddpm sampler (it runs every step), "
-                             f"got {steps}")
-        steps = sched.T
-    else:
-        steps = check_int(50 if steps is None else steps, "steps", low=1, high=sched.T)
+    variance = check_choice(variance, "variance", ("beta_tilde", "beta"))
+    default_steps = sched.T if sampler == "ddpm" else 50
+    steps = check_int(default_steps if steps is None else steps, "steps", low=1, high=sched.T)
     in_channels = getattr(model, "config", {}).get("in_channels", 1)
     if in_channels != 1:
         raise ValueError(f"the model must generate 1-channel 28x28 images (Fashion-MNIST), its in_channels is "
@@ -431,13 +428,15 @@ def generate(model: nn.Module, sched, *, n: int, sampler: str = "ddim", steps: i
             if sampler == "ddim":
                 x = ddim_sample(model, (b, *IMAGE_SHAPE), sched, steps=steps, eta=eta, **kwargs)
             else:
-                x = ddpm_sample(model, (b, *IMAGE_SHAPE), sched, **kwargs)
+                x = ddpm_sample(model, (b, *IMAGE_SHAPE), sched, steps=steps, variance=variance, **kwargs)
             chunks.append(x.float().cpu())                                               # (b, 1, 28, 28)
     finally:
         if was_training:
             model.train()
     settings = dict(sampler=sampler, steps=steps, eta=eta if sampler == "ddim" else None, guidance=guidance,
                     seed=seed, seconds=round(time.perf_counter() - start, 2))
+    if sampler == "ddpm":
+        settings["variance"] = variance
     return torch.cat(chunks), labels, settings                                         # (n, 1, 28, 28)
 
 

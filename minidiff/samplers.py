@@ -74,7 +74,7 @@ def _alpha_bar(sched: NoiseSchedule, t: int) -> float:
 # ------------------------------------------------------------------------------------------ DDPM
 def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, sched: NoiseSchedule, *,
               variance: str = "beta_tilde", clip_x0: float | None = None,
-              noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              noise: torch.Tensor | None = None, t_prev: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One ancestral step x_t -> x_{t-1} (DDPM Algorithm 2, line 4), via the posterior mean.
 
     x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)                 (eq. 15)
@@ -83,27 +83,47 @@ def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, sched: NoiseSchedule
 
     Without clipping the mean equals eq. (11): (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t).
     Returns (x_{t-1}, x0_hat). ``noise`` (B, ...) is required when ``t > 0``.
+
+    ``t_prev`` < t - 1 skips timesteps: the step goes to ``t_prev`` (-1: the data) as DDPM on the respaced
+    chain t -> t_prev, whose single step has beta = 1 - alpha_bar_t / alpha_bar_prev (Nichol & Dhariwal 2021):
+    the same formulas with that beta, alpha = 1 - beta and alpha_bar_prev.
     """
     t = check_int(t, "t", low=0, high=sched.T - 1)
+    t_prev = t - 1 if t_prev is None else check_int(t_prev, "t_prev", low=-1, high=t - 1)
     variance = check_choice(variance, "variance", VARIANCES)
     _check_clip(clip_x0)
     check_same_shape(x_t, eps, "x_t", "eps")
+    coef_x0, coef_xt, var = _posterior(sched, t, t_prev, variance)
     x0_hat = _clip(x0_from_eps(x_t, eps, _alpha_bar(sched, t)), clip_x0)
-    mean = float(sched.posterior_mean_coef_x0[t]) * x0_hat + float(sched.posterior_mean_coef_xt[t]) * x_t
-    if t == 0:
+    mean = coef_x0 * x0_hat + coef_xt * x_t
+    if t_prev < 0:
         return mean, x0_hat
     if noise is None:
         raise ValueError(f"noise is required for the DDPM step at t={t} > 0")
     check_same_shape(x_t, noise, "x_t", "noise")
-    var = sched.posterior_variance[t] if variance == "beta_tilde" else sched.betas[t]
-    return mean + float(var) ** 0.5 * noise, x0_hat
+    return mean + var**0.5 * noise, x0_hat
+
+
+def _posterior(sched: NoiseSchedule, t: int, t_prev: int, variance: str) -> tuple[float, float, float]:
+    """(coef_x0, coef_xt, sigma^2) of the reverse step t -> t_prev: q(x_{t_prev} | x_t, x_0)'s mean coefficients
+    and the chosen variance. One step (t_prev = t - 1) reads the schedule's own tensors (chapter 2); a skip
+    uses the respaced beta = 1 - alpha_bar_t / alpha_bar_prev in the same formulas."""
+    if t_prev == t - 1:
+        var = sched.posterior_variance[t] if variance == "beta_tilde" else sched.betas[t]
+        return float(sched.posterior_mean_coef_x0[t]), float(sched.posterior_mean_coef_xt[t]), float(var)
+    a, a_prev = _alpha_bar(sched, t), _alpha_bar(sched, t_prev)
+    beta = 1.0 - a / a_prev                                                   # the respaced chain's beta
+    coef_x0 = a_prev**0.5 * beta / (1.0 - a)
+    coef_xt = (1.0 - beta) ** 0.5 * (1.0 - a_prev) / (1.0 - a)
+    return coef_x0, coef_xt, beta * (1.0 - a_prev) / (1.0 - a) if variance == "beta_tilde" else beta
 
 
 @torch.no_grad()
 def ddpm_sample(model, shape, sched: NoiseSchedule, *, y: torch.Tensor | None = None,
                 guidance_scale: float = 1.0, variance: str = "beta_tilde", clip_x0: float | None = None,
                 x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                device=None, dtype: torch.dtype | None = None, callback: Callback | None = None) -> torch.Tensor:
+                device=None, dtype: torch.dtype | None = None, callback: Callback | None = None,
+                steps: int | None = None, spacing: str = "trailing") -> torch.Tensor:
     """DDPM ancestral sampling over all T steps (Ho et al. 2020, Algorithm 2).
 
     Args:
@@ -113,19 +133,23 @@ def ddpm_sample(model, shape, sched: NoiseSchedule, *, y: torch.Tensor | None = 
         variance: ``"beta_tilde"`` (posterior variance, sigma^2 = beta_tilde_t) or ``"beta"`` (sigma^2 = beta_t).
         clip_x0: clip the predicted x_0 to [-clip_x0, clip_x0] (default: no clipping).
         x_T: optional starting noise (B, ...); drawn from ``generator`` otherwise, then one noise draw per
-            step with t > 0.
+            step except the last.
         dtype: sampling precision when ``x_T`` is not given (default float32; float64 works).
+        steps: visit only ``steps`` of the T timesteps (those of :func:`ddim_timesteps` with ``spacing``) and run
+            DDPM on that respaced chain (:func:`ddpm_step` with ``t_prev``). With ``variance="beta_tilde"`` this
+            is DDIM with eta = 1; ``variance="beta"`` is the DDIM paper's sigma-hat sampler. Default: all T.
 
     Introduced in chapter 5.
     """
     variance = check_choice(variance, "variance", VARIANCES)
     x, y, guidance_scale = _start(model, shape, sched, x_T, generator, device, dtype, y, guidance_scale, clip_x0)
+    ts = ddim_timesteps(sched.T, sched.T if steps is None else steps, spacing)     # all T: T-1, ..., 0
     B = x.shape[0]
-    for i, t in enumerate(range(sched.T - 1, -1, -1)):
+    for i, (t, t_prev) in enumerate(zip(ts, ts[1:] + [-1])):
         t_batch = torch.full((B,), t, dtype=torch.long, device=x.device)          # (B,)
         eps = guided_eps(model, x, t_batch, y, guidance_scale)
-        noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if t > 0 else None
-        x_prev, x0_hat = ddpm_step(x, eps, t, sched, variance=variance, clip_x0=clip_x0, noise=noise)
+        noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if t_prev >= 0 else None
+        x_prev, x0_hat = ddpm_step(x, eps, t, sched, variance=variance, clip_x0=clip_x0, noise=noise, t_prev=t_prev)
         if callback is not None:
             callback(i, t, x, x0_hat)
         x = x_prev

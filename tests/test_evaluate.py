@@ -218,8 +218,12 @@ def test_evaluate_model_end_to_end_with_the_exact_denoiser(monkeypatch):
     assert result["n"] == 200 and result["steps"] == 20 and result["sampler"] == "ddim"
     assert result["class_agreement"] > 0.9
     assert result["fd_cls"] < 2 * result["fd_cls_floor"] + 1.0
-    with pytest.raises(ValueError, match="steps must be None or T=1000 for the ddpm sampler"):
-        evaluate.evaluate_model(oracle, sched, n=10, sampler="ddpm", steps=50, classifier=classifier)
+    with pytest.raises(ValueError, match=r"steps must be in \[1, 1000\], got 1001"):
+        evaluate.evaluate_model(oracle, sched, n=10, sampler="ddpm", steps=1001, classifier=classifier)
+    with pytest.raises(ValueError, match="variance must be one of"):
+        evaluate.generate(oracle, sched, n=10, sampler="ddpm", steps=10, variance="large")
+    _, _, settings = evaluate.generate(oracle, sched, n=10, sampler="ddpm", steps=10, variance="beta")
+    assert settings["steps"] == 10 and settings["variance"] == "beta" and settings["eta"] is None
     with pytest.raises(ValueError, match="sampler must be one of 'ddim', 'ddpm'"):
         evaluate.evaluate_model(oracle, sched, n=10, sampler="euler", classifier=classifier)
     with pytest.raises(ValueError, match="guidance=2.0 needs a class-conditional model"):

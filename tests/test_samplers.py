@@ -41,6 +41,50 @@ def test_ddim_eta1_step_is_ddpm_step(cosine, gen):
         assert abs(sigma**2 - float(cosine.posterior_variance[t])) < 1e-14
 
 
+# ------------------------------------------------------------------------------------------ DDPM on skipped steps
+def test_skipped_ddpm_step_is_the_posterior_of_the_respaced_chain(cosine, gen):
+    """From t to t' < t the forward chain is x_t = sqrt(a_t / a_t') x_t' + noise; Gaussian conditioning gives
+    q(x_t' | x_t, x_0) in closed form, which the step's mean and both variances must match."""
+    x_t = torch.randn(5, 3, generator=gen(0), dtype=torch.float64)
+    eps = torch.randn(5, 3, generator=gen(1), dtype=torch.float64)
+    z = torch.randn(5, 3, generator=gen(2), dtype=torch.float64)
+    for t, t_prev in ((999, 899), (500, 250), (40, 3), (99, 0)):
+        a, a_prev = float(cosine.alpha_bars[t]), float(cosine.alpha_bars[t_prev])
+        x0 = (x_t - (1 - a) ** 0.5 * eps) / a**0.5
+        mean = a_prev**0.5 * x0 + (a / a_prev) ** 0.5 * (1 - a_prev) / (1 - a) * (x_t - a**0.5 * x0)   # E[x_t' | x_t, x0]
+        beta = 1 - a / a_prev
+        for variance, var in (("beta_tilde", beta * (1 - a_prev) / (1 - a)), ("beta", beta)):
+            got, x0_hat = md.ddpm_step(x_t, eps, t, cosine, variance=variance, noise=z, t_prev=t_prev)
+            torch.testing.assert_close(got, mean + var**0.5 * z, rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(x0_hat, x0, rtol=1e-12, atol=1e-12)
+    last, x0_hat = md.ddpm_step(x_t, eps, 300, cosine, t_prev=-1)          # to the data: x0_hat, no noise
+    torch.testing.assert_close(last, x0_hat, rtol=1e-12, atol=1e-12)
+    one, _ = md.ddpm_step(x_t, eps, 10, cosine, noise=z, t_prev=9)         # t_prev = t - 1 is the plain step
+    torch.testing.assert_close(one, md.ddpm_step(x_t, eps, 10, cosine, noise=z)[0], rtol=0, atol=0)
+
+
+def test_ddpm_on_skipped_steps_is_ddim_eta1(small, oracle, gen):
+    x_T = torch.randn(64, 2, generator=gen(0), dtype=torch.float64)
+    for steps, spacing in ((10, "trailing"), (7, "linspace"), (small.T, "trailing")):
+        ddpm = md.ddpm_sample(oracle, (64, 2), small, x_T=x_T, steps=steps, spacing=spacing, generator=gen(1))
+        ddim = md.ddim_sample(oracle, (64, 2), small, steps=steps, spacing=spacing, eta=1.0, x_T=x_T,
+                              generator=gen(1))
+        torch.testing.assert_close(ddpm, ddim, rtol=1e-9, atol=1e-9)
+    full = md.ddpm_sample(oracle, (64, 2), small, x_T=x_T, generator=gen(1))
+    torch.testing.assert_close(md.ddpm_sample(oracle, (64, 2), small, x_T=x_T, steps=small.T, generator=gen(1)),
+                               full, rtol=0, atol=0)
+    seen = []
+    md.ddpm_sample(oracle, (64, 2), small, x_T=x_T, steps=10, variance="beta", generator=gen(1),
+                   callback=lambda i, t, x_t, x0_hat: seen.append(t))
+    assert seen == md.ddim_timesteps(small.T, 10)
+    with pytest.raises(ValueError, match="steps"):
+        md.ddpm_sample(oracle, (4, 2), small, steps=small.T + 1)
+    with pytest.raises(ValueError, match="spacing"):
+        md.ddpm_sample(oracle, (4, 2), small, steps=10, spacing="uniform")
+    with pytest.raises(ValueError, match="t_prev"):
+        md.ddpm_step(x_T, x_T, 10, small, noise=x_T, t_prev=10)
+
+
 # ------------------------------------------------------------------------------------------ randomness
 def test_eta0_consumes_no_randomness_and_is_deterministic(small, oracle, gen):
     x_T = torch.randn(16, 2, generator=gen(0))
