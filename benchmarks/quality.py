@@ -1,6 +1,6 @@
 """The quality sweeps behind the tables of chapters 6 and 7, measured on the shipped Fashion-MNIST model.
 
-    python benchmarks/quality.py ddim-table --n 250      # eta x steps grid of DDIM (chapter 6)
+    python benchmarks/quality.py ddim-table --n 250      # eta x steps grid of DDIM and the sigma-hat row (chapter 6)
     python benchmarks/quality.py cfg-sweep --n 500       # guidance scales (chapter 7)
 
 A long sweep can be split over processes (or machines): ``--only eta:steps,...`` (ddim-table) or
@@ -39,6 +39,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 CKPT = ROOT / "checkpoints" / "fashion-mnist-cond.pt"
 DDIM_ETAS = (0.0, 0.2, 0.5, 1.0)
 DDIM_STEPS = (10, 20, 50, 100, 1000)
+SIGMA_HAT = {"sampler": "ddpm", "variance": "beta"}     # the DDIM paper's sigma-hat row (ddpm_sample(steps=S))
 CFG_SCALES = (0.0, 1.0, 1.1, 1.3, 2.0, 3.0, 5.0)        # the CFG paper's w = s - 1: -1, 0, 0.1, 0.3, 1, 2, 4
 
 
@@ -67,21 +68,26 @@ def cpu_model() -> str:
 
 
 def resume(out: Path, fresh: dict) -> dict:
-    """The existing result file if it was made with the same checkpoint and settings, else ``fresh``."""
+    """The existing result file if it was made with the same checkpoint and settings (this run is recorded
+    in its ``"resumed"`` list), else ``fresh``."""
     if out.exists():
         old = json.loads(out.read_text())
         same = all(old.get(k) == fresh[k] for k in ("sweep", "checkpoint_sha256", "n", "seed"))
         if same and old.get("settings") == fresh.get("settings"):
+            old.setdefault("resumed", []).append({k: fresh[k] for k in ("command", "machine", "cpu_model", "torch",
+                                                                        "started")})
             return old
     return fresh
 
 
 def run_cells(res: dict, out: Path, cells: list[dict], score) -> dict:
     done = {json.dumps(c["key"], sort_keys=True) for c in res["cells"]}
+    if any(json.dumps(key, sort_keys=True) not in done for key in cells):
+        res["complete"] = False
     for key in cells:
         if json.dumps(key, sort_keys=True) in done:
             continue
-        cell = {"key": key, **score(key)}
+        cell = {"key": key, **score(key), "machine": res.get("resumed", [res])[-1]["machine"]}
         res["cells"].append(cell)
         res["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
         write_json(out, res)
@@ -106,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, default=1.0, help="ddim-table: guidance scale (1: conditional)")
     p.add_argument("--steps", type=int, default=50, help="cfg-sweep: DDIM steps")
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--only", default=None, help="run only these cells: eta:steps,... or scale,...")
+    p.add_argument("--only", default=None,
+                   help="run only these cells: eta:steps,... (sigma_hat:steps for that row) or scale,...")
     args = p.parse_args(argv)
     if args.device is not None and torch.device(args.device).type == "cuda":
         # Full float32 (no TF32 convolutions or matrix products): a chapter's CPU recompute of a cell then
@@ -125,10 +132,16 @@ def main(argv: list[str] | None = None) -> int:
         # Row by row, the slow 1000-step row last, and in it the two ends of eta (deterministic, DDPM-like) first.
         cells = [{"eta": e, "steps": s} for s in DDIM_STEPS
                  for e in (sorted(DDIM_ETAS, key=lambda e: (0 < e < 1, e)) if s == 1000 else DDIM_ETAS)]
+        # The paper's last row, sigma-hat: DDPM on the same skipped timesteps with the larger variance beta.
+        cells += [SIGMA_HAT | {"steps": s} for s in DDIM_STEPS]
 
         def score(key):
-            samples, labels, settings = generate(model, sched, steps=key["steps"], eta=key["eta"],
-                                                 guidance=args.guidance, **common)
+            if "sampler" in key:
+                samples, labels, settings = generate(model, sched, sampler="ddpm", steps=key["steps"],
+                                                     variance=key["variance"], guidance=args.guidance, **common)
+            else:
+                samples, labels, settings = generate(model, sched, steps=key["steps"], eta=key["eta"],
+                                                     guidance=args.guidance, **common)
             return {**evaluate_samples(samples, labels), "seconds": settings["seconds"]}
     else:
         res["settings"] = {"steps": args.steps, "eta": 0.0, "spacing": "trailing", "scales": list(CFG_SCALES)}
@@ -144,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds": settings["seconds"]}
 
     if args.only:
-        wanted = [dict(zip(("eta", "steps"), (float(a), int(b)))) if args.sweep == "ddim-table" else {"scale": float(c)}
+        wanted = [({**SIGMA_HAT, "steps": int(b)} if a == "sigma_hat" else {"eta": float(a), "steps": int(b)})
+                  if args.sweep == "ddim-table" else {"scale": float(c)}
                   for c in args.only.split(",") for a, _, b in [c.partition(":")]]
         unknown = [w for w in wanted if w not in cells]
         if unknown:
@@ -182,8 +196,8 @@ def merge(argv: list[str]) -> int:
                 cells.append(cell)
     merged["cells"] = cells
     settings = merged["settings"]
-    expected = (len(settings["etas"]) * len(settings["steps"]) if merged["sweep"] == "ddim-table"
-                else len(settings["scales"]))
+    expected = ((len(settings["etas"]) + 1) * len(settings["steps"]) if merged["sweep"] == "ddim-table"
+                else len(settings["scales"]))                           # + 1: the sigma-hat row
     merged["complete"] = len(cells) == expected
     write_json(args.out, merged)
     print(f"{len(cells)} cells -> {args.out}")
