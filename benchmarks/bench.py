@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 import minidiff as md
+from minidiff.evaluate import cpu_model
 from minidiff.samplers import CompiledModel
 from minidiff.train import TrainConfig, make_optimizer
 
@@ -306,7 +307,7 @@ def bench_size(size: str, device: torch.device, args) -> dict:
     elif not args.no_memory:
         result["train_peak_rss_delta_bytes"] = {lib: cpu_peak_rss_delta(size, lib, B, args.threads)
                                                 for lib in steps}
-    print(f"  training: " + ", ".join(f"{k} {v['images_per_s']:.1f} img/s" for k, v in result["train"].items()),
+    print("  training: " + ", ".join(f"{k} {v['images_per_s']:.1f} img/s" for k, v in result["train"].items()),
           flush=True)
 
     # Sampling 64 images: DDPM-1000 and DDIM-50.
@@ -459,13 +460,7 @@ def thread_probe(device: torch.device, threads: list[int], repeats: int = 3) -> 
 
 # ------------------------------------------------------------------------------------------ report
 def machine(device: torch.device, threads: int) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu_model": cpu, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"cpu_model": cpu_model(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "threads_requested": threads, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
             "nice": os.nice(0),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,

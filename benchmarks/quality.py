@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 import minidiff as md
-from minidiff.evaluate import evaluate_samples, generate, machine_description, write_json
+from minidiff.evaluate import cpu_model, evaluate_samples, generate, machine_description, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -57,14 +57,6 @@ def header(kind: str, args, ckpt: Path) -> dict:
             "machine": machine_description(torch.device("cpu") if args.device is None else torch.device(args.device)),
             "cpu_model": cpu_model(), "torch": torch.__version__, "python": platform.python_version(),
             "started": datetime.datetime.now().isoformat(timespec="seconds"), "cells": []}
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def resume(out: Path, fresh: dict) -> dict:

@@ -170,6 +170,15 @@ def train_classifier(*, epochs: int = 4, seed: int = 0, device=None, batch_size:
     return model, record
 
 
+def cpu_model() -> str:
+    """The processor's name (Linux ``/proc/cpuinfo``; elsewhere what ``platform`` knows), for result files."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def machine_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA)"

@@ -258,3 +258,8 @@ def test_evaluate_command(tmp_path, monkeypatch, capsys):
     assert rc == 1 and "--steps applies to --sampler ddim only" in capsys.readouterr().err
     rc = main(["train-classifier", "--out", str(tmp_path / "c.pt")])
     assert rc == 1 and "--out must end in .safetensors" in capsys.readouterr().err
+
+
+def test_result_files_name_the_machine():
+    assert isinstance(evaluate.cpu_model(), str) and evaluate.cpu_model().strip()
+    assert evaluate.machine_description(torch.device("cpu")).endswith(f"{torch.get_num_threads()} threads")
