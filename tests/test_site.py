@@ -7,7 +7,8 @@ serves it on localhost and drives headless Chromium through every page in ``_toc
 * no console errors, no page errors, no failed or non-local requests (nothing may come from a CDN);
 * every formula rendered by MathJax, and no raw ``$$`` / ``\\[`` left in the text;
 * every image loaded;
-* on chapters with animations, the player (slider and buttons) is there and steps frames with no kernel.
+* on chapters with animations, the player (slider and buttons) is there and steps frames with no kernel;
+* Colab links only to notebooks: each chapter has one, no page points Colab at a Markdown source.
 
 Screenshots of a few pages go to a temporary folder, or to ``$MINIDIFF_SCREENSHOTS`` when it is set.
 Skips when Chromium (``/usr/bin/chromium``) or the ``playwright`` package is missing; CI installs both.
@@ -188,6 +189,12 @@ def test_page_in_browser(page, server, browser, shots):
 
         if page in SCREENSHOT_PAGES:
             p.screenshot(path=str(shots / (page.replace("/", "__") + ".png")), full_page=False)
+
+        # Colab opens notebooks only: chapters (.ipynb) offer it, and no page links Colab to a Markdown source.
+        colab = p.eval_on_selector_all("a[href*='colab.research.google.com']", "links => links.map(a => a.href)")
+        assert not [c for c in colab if not c.endswith(".ipynb")], f"{page}: Colab links to non-notebooks: {colab}"
+        if source_of(page).suffix == ".ipynb":
+            assert colab, f"{page}: no Colab link"
 
         players = p.locator("div.animation")
         if expects_animation:
