@@ -318,13 +318,16 @@ def bench_size(size: str, device: torch.device, args) -> dict:
     if args.compile:
         samplers["minidiff-compiled"] = CompiledModel(models["minidiff"])
     for sampler, total in (("ddpm", T), ("ddim", DDIM_STEPS)):
-        fns = {lib: sample_run(lib, m, size, sampler, timed, device) for lib, m in models.items()}
-        fns.update({name: sample_run("minidiff", m, size, sampler, timed, device) for name, m in samplers.items()})
+        def runs(steps_timed):
+            return {**{lib: sample_run(lib, m, size, sampler, steps_timed, device) for lib, m in models.items()},
+                    **{name: sample_run("minidiff", m, size, sampler, steps_timed, device)
+                       for name, m in samplers.items()}}
+
+        fns = runs(timed)
         if timed is None:
             # Full runs: warm up (cuDNN's algorithm search, compilation, CUDA graph capture) on a few steps of
             # each loop instead of a whole 1000-step run per library.
-            warm = {lib: sample_run(lib, m, size, sampler, 3, device) for lib, m in models.items()}
-            warm.update({name: sample_run("minidiff", m, size, sampler, 3, device) for name, m in samplers.items()})
+            warm = runs(3)
             for _ in range(2):
                 for fn in warm.values():
                     fn()

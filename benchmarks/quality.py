@@ -128,12 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         cells += [SIGMA_HAT | {"steps": s} for s in DDIM_STEPS]
 
         def score(key):
-            if "sampler" in key:
-                samples, labels, settings = generate(model, sched, sampler="ddpm", steps=key["steps"],
-                                                     variance=key["variance"], guidance=args.guidance, **common)
-            else:
-                samples, labels, settings = generate(model, sched, steps=key["steps"], eta=key["eta"],
-                                                     guidance=args.guidance, **common)
+            how = {"sampler": "ddpm", "variance": key["variance"]} if "sampler" in key else {"eta": key["eta"]}
+            samples, labels, settings = generate(model, sched, steps=key["steps"], guidance=args.guidance,
+                                                 **how, **common)
             return {**evaluate_samples(samples, labels), "seconds": settings["seconds"]}
     else:
         res["settings"] = {"steps": args.steps, "eta": 0.0, "spacing": "trailing", "scales": list(CFG_SCALES)}

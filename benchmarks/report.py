@@ -129,10 +129,9 @@ def results_table(res: dict) -> list[str]:
                 shown, cpu_time = f"{ratio:.2f}× the memory", ""
                 met = "" if target is None else ("yes" if ratio <= target else "**no**")
             else:
-                ratio = r["ratios"][key]
-                target = targets.get(key.removesuffix("_compiled"))
-                shown = f"**{ratio:.2f}×**"
-                cpu_time = f"{r['ratios'][key.removesuffix('_compiled') + '_cpu_time' + ('_compiled' if key.endswith('_compiled') else '')]:.2f}×"
+                base, path = key.removesuffix("_compiled"), key[len(key.removesuffix("_compiled")):]
+                ratio, target = r["ratios"][key], targets.get(base)
+                shown, cpu_time = f"**{ratio:.2f}×**", f"{r['ratios'][base + '_cpu_time' + path]:.2f}×"
                 met = "" if target is None else ("yes" if ratio >= target else "**no**")
             rows.append(f"| {name} | {label} | {fmt(d)} | {fmt(m)} | {shown} | "
                         + (f"{cpu_time} | " if on_cpu else "")

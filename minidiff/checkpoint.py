@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ._io import atomic_write
+from ._validate import check_choice
 from .mlp import MLPDenoiser
 from .runtime import default_device
 from .schedules import NoiseSchedule
@@ -100,10 +101,8 @@ def export_for_sampling(src, dst, *, weights: str = "both", dtype: str = "float3
             relative, below what a trained model's samples show) and :func:`load_model` returns a float32 model
             as usual. ``"float32"`` keeps them as they are.
     """
-    if weights not in EXPORT_WEIGHTS:
-        raise ValueError(f"weights must be one of {', '.join(map(repr, EXPORT_WEIGHTS))}; got {weights!r}")
-    if dtype not in EXPORT_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(map(repr, EXPORT_DTYPES))}; got {dtype!r}")
+    check_choice(weights, "weights", EXPORT_WEIGHTS)
+    check_choice(dtype, "dtype", EXPORT_DTYPES)
     payload = read_checkpoint(src)
     params = {name for name, _ in build_model(payload["config"]["model"]).named_parameters()}
 

@@ -402,7 +402,7 @@ def generate(model: nn.Module, sched, *, n: int, sampler: str = "ddim", steps: i
         seconds spent sampling).
     """
     from .guidance import num_classes_of
-    from .samplers import ddim_sample, ddpm_sample
+    from .samplers import VARIANCES, ddim_sample, ddpm_sample
 
     sampler = check_choice(sampler, "sampler", ("ddim", "ddpm"))
     n = check_int(n, "n", low=2, high=10000)
@@ -410,7 +410,7 @@ def generate(model: nn.Module, sched, *, n: int, sampler: str = "ddim", steps: i
     seed = check_int(seed, "seed")
     eta = check_real(eta, "eta", low=0.0)
     guidance = check_real(guidance, "guidance")
-    variance = check_choice(variance, "variance", ("beta_tilde", "beta"))
+    variance = check_choice(variance, "variance", VARIANCES)
     default_steps = sched.T if sampler == "ddpm" else 50
     steps = check_int(default_steps if steps is None else steps, "steps", low=1, high=sched.T)
     in_channels = getattr(model, "config", {}).get("in_channels", 1)
