@@ -92,6 +92,24 @@ def _zero(module: nn.Module) -> nn.Module:
     return module
 
 
+def _silu(x: torch.Tensor) -> torch.Tensor:
+    """SiLU, in place unless autograd records it: its backward needs the input, which an in-place SiLU would
+    first have to copy, so in training a fresh output is cheaper; in sampling the in-place one saves a buffer."""
+    return F.silu(x, inplace=not x.requires_grad)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` whose mask on the CPU comes from uniform numbers u >= p: the same distribution (each value
+    kept with probability 1 - p and scaled by 1 / (1 - p)), drawn faster there than PyTorch's Bernoulli sampler
+    (forward and backward together about 1.5x as fast). Other devices use PyTorch's fused dropout kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        keep = torch.rand_like(x).ge_(self.p).mul_(1 / (1 - self.p))   # 1 / (1 - p) with probability 1 - p, else 0
+        return x * keep
+
+
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> conv -> (+ time/class embedding) -> GroupNorm -> SiLU -> dropout -> conv, plus skip.
 
@@ -108,22 +126,22 @@ class ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb_proj = nn.Linear(emb_dim, 2 * out_ch if scale_shift else out_ch)
         self.norm2 = nn.GroupNorm(num_groups, out_ch)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.conv2 = _zero(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """x: (B, in_ch, H, W); emb: (B, emb_dim), already passed through SiLU. Returns (B, out_ch, H, W)."""
-        # SiLU and the additions run in place where autograd allows it: fewer fresh activation buffers (on the
-        # CPU a large new buffer costs page faults). A convolution's backward does not need its output.
-        h = self.conv1(F.silu(self.norm1(x), inplace=True))          # (B, out_ch, H, W)
+        # The additions (and SiLU when no gradient is recorded) run in place: fewer fresh activation buffers (on
+        # the CPU a large new buffer costs page faults). A convolution's backward does not need its output.
+        h = self.conv1(_silu(self.norm1(x)))                         # (B, out_ch, H, W)
         e = self.emb_proj(emb)[:, :, None, None]                     # (B, out_ch or 2 * out_ch, 1, 1)
         if self.scale_shift:
             scale, shift = e.chunk(2, dim=1)                         # (B, out_ch, 1, 1) each
             h = torch.addcmul(shift, self.norm2(h), 1 + scale)       # norm2(h) * (1 + scale) + shift
         else:
             h = self.norm2(h.add_(e))                                # norm2(h + e)
-        h = self.conv2(self.dropout(F.silu(h, inplace=True)))        # (B, out_ch, H, W)
+        h = self.conv2(self.dropout(_silu(h)))                       # (B, out_ch, H, W)
         return h.add_(self.skip(x))                                  # skip(x) + h
 
 
@@ -142,16 +160,16 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W)  # (B, 3, nh, hd, HW)
-        qkv = qkv.transpose(-1, -2)                                  # (B, 3, nh, HW, hd)
-        if qkv.stride(-1) != 1:
-            # The fused attention kernels need hd contiguous. Channels-last activations already have it; NCHW
-            # ones get one small copy here instead of the much slower unfused (math) attention.
-            qkv = qkv.contiguous()
-        q, k, v = qkv.unbind(dim=1)                                  # (B, nh, HW, hd) each
-        h = F.scaled_dot_product_attention(q, k, v)                  # (B, nh, HW, hd)
-        h = h.transpose(-1, -2).reshape(B, C, H, W)                  # (B, C, H, W)
-        return self.proj(h).add_(x)                                  # x + proj(h)
+        # The 1x1 convolutions are matrix products over the channels; written as such on (B, HW, C) pixels they
+        # need no layout change for channels-last activations, and q, k, v come out with hd contiguous, as the
+        # fused attention kernels want. (NCHW activations cost one copy, in the first reshape; the sum with x
+        # returns to x's layout either way.)
+        h = self.norm(x).permute(0, 2, 3, 1).reshape(B, H * W, C)                  # (B, HW, C)
+        qkv = F.linear(h, self.qkv.weight.flatten(1), self.qkv.bias)              # (B, HW, 3C)
+        q, k, v = qkv.view(B, H * W, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # (B, nh, HW, hd)
+        h = F.scaled_dot_product_attention(q, k, v)                               # (B, nh, HW, hd)
+        h = F.linear(h.transpose(1, 2).reshape(B, H * W, C), self.proj.weight.flatten(1), self.proj.bias)
+        return x + h.view(B, H, W, C).permute(0, 3, 1, 2)                         # x + proj(h), x's layout
 
 
 class Block(nn.Module):
@@ -178,15 +196,61 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
+def upsample_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Nearest-neighbour x2, then a 3x3 convolution (padding 1): (B, C, H, W) -> (B, C_out, 2H, 2W)."""
+    return F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), weight, bias, padding=1)
+
+
+# Along one axis, output row 2i + a of the 3x3 convolution reads upsampled rows 2i + a - 1 .. 2i + a + 1, which
+# are copies of input rows i-1, i, i (a = 0) or i, i, i+1 (a = 1). Taps that land on the same input row add up,
+# leaving two: weights (w0, w1 + w2) on input rows (i-1, i), or (w0 + w1, w2) on rows (i, i+1). _FOLD[a] maps
+# the three taps to those two.
+_FOLD = ((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0))      # (a, tap, 3)
+
+
+def upsample_conv_by_phase(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """:func:`upsample_conv` without building the upsampled image: the same function, 2.25x fewer operations.
+
+    The output pixels (2i + a, 2j + b) of one phase (a, b) are a 2x2 convolution of the input, whose kernel sums
+    the 3x3 taps that read the same input pixel (see ``_FOLD``). The four phases' convolutions at the input
+    resolution cost 4 x 4 multiply-adds per input pixel and channel pair, where the 3x3 convolution of the
+    upsampled image costs 4 x 9; each phase is written straight into its places of the output, and the
+    upsampled image (4x the input) is never built. The output has the input's memory layout."""
+    B, C, H, W = x.shape
+    fold = weight.new_tensor(_FOLD)                                            # (2, 2, 3)
+    kernels = torch.einsum("aik,bjl,ockl->abocij", fold, fold, weight)         # (2, 2, C_out, C, 2, 2)
+    x = F.pad(x, (1, 1, 1, 1))                                                 # (B, C, H + 2, W + 2)
+    phases = [[F.conv2d(x[:, :, a:a + H + 1, b:b + W + 1], kernels[a, b], bias) for b in (0, 1)]
+              for a in (0, 1)]                                                 # (B, C_out, H, W) each
+    if phases[0][0].is_contiguous(memory_format=torch.channels_last):
+        out = phases[0][0].new_empty(B, H, 2, W, 2, weight.shape[0])           # channels-last memory
+        for a, b in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            out[:, :, a, :, b] = phases[a][b].permute(0, 2, 3, 1)
+        return out.view(B, 2 * H, 2 * W, -1).permute(0, 3, 1, 2)               # (B, C_out, 2H, 2W)
+    out = phases[0][0].new_empty(B, weight.shape[0], H, 2, W, 2)
+    for a, b in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        out[:, :, :, a, :, b] = phases[a][b]
+    return out.view(B, -1, 2 * H, 2 * W)                                       # (B, C_out, 2H, 2W)
+
+
 class Upsample(nn.Module):
-    """Nearest-neighbour x2 then a 3x3 conv: (B, C, H, W) -> (B, C, 2H, 2W)."""
+    """Nearest-neighbour x2 then a 3x3 conv: (B, C, H, W) -> (B, C, 2H, 2W).
+
+    On the CPU, batches of at least ``PHASE_MIN_PIXELS`` input pixels (B * H * W) take
+    :func:`upsample_conv_by_phase`, the same function with 2.25x fewer operations; below that, four small
+    convolutions cost more than they save. Elsewhere (GPU) the plain upsample-then-convolve path runs.
+    """
+
+    PHASE_MIN_PIXELS = 2048
 
     def __init__(self, ch: int):
         super().__init__()
         self.conv = nn.Conv2d(ch, ch, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        B, _, H, W = x.shape
+        by_phase = x.device.type == "cpu" and B * H * W >= self.PHASE_MIN_PIXELS
+        return (upsample_conv_by_phase if by_phase else upsample_conv)(x, self.conv.weight, self.conv.bias)
 
 
 class UNet(nn.Module):
@@ -365,4 +429,4 @@ class UNet(nn.Module):
             if i < self.levels - 1:
                 h = self.upsample[i](h)                                  # (B, width_level, 2 H_l, 2 W_l)
 
-        return self.conv_out(F.silu(self.norm_out(h), inplace=True))     # (B, out_channels, H, W)
+        return self.conv_out(_silu(self.norm_out(h)))                     # (B, out_channels, H, W)

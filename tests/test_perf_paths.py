@@ -1,5 +1,5 @@
 """The fast paths give the eager path's answer: cached schedule copies, batched guidance, channels-last and
-fused attention in the U-Net, and the compiled model for the sampler loops. Speed itself is measured by
+fused attention in the U-Net, the upsampling convolution by phase, and the compiled model for the sampler loops. Speed itself is measured by
 ``benchmarks/bench.py``, never asserted here."""
 import gc
 import math
@@ -12,7 +12,7 @@ import minidiff as md
 from minidiff import schedules
 from minidiff.guidance import guided_eps
 from minidiff.samplers import CompiledModel
-from minidiff.unet import SelfAttention, UNet
+from minidiff.unet import Dropout, SelfAttention, UNet, Upsample, _silu, upsample_conv, upsample_conv_by_phase
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -110,9 +110,94 @@ def test_attention_matches_the_formula(channels_last, ch, gen):
     weights = torch.softmax(q.transpose(-1, -2) @ k / math.sqrt(C // attn.heads), dim=-1)   # (B, nh, HW, HW)
     h = (v @ weights.transpose(-1, -2)).reshape(B, C, H, W)                          # (B, C, H, W)
     expected = x + attn.proj(h)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     if channels_last:
         attn, x = attn.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(attn(x), expected, rtol=1e-10, atol=1e-10)
+    out = attn(x)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    assert out.is_contiguous(memory_format=layout)                      # the input's layout, kept
+
+
+# ---------------------------------------------------------------------------------------- upsampling by phase
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_upsample_conv_by_phase_is_upsample_then_conv(channels_last, bias, gen):
+    """Four 2x2 convolutions at the input resolution = nearest x2 then a 3x3 convolution: values and all three
+    gradients, in float64, on a non-square image with different input and output widths."""
+    x = torch.randn(2, 3, 5, 7, generator=gen(0), dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(4, 3, 3, 3, generator=gen(1), dtype=torch.float64).requires_grad_()
+    b = torch.randn(4, generator=gen(2), dtype=torch.float64).requires_grad_() if bias else None
+    x.requires_grad_()
+    g = torch.randn(2, 4, 10, 14, generator=gen(3), dtype=torch.float64)
+    expected = upsample_conv(x, w, b)
+    expected_grads = torch.autograd.grad(expected, [x, w] + ([b] if bias else []), g)
+    out = upsample_conv_by_phase(x, w, b)
+    grads = torch.autograd.grad(out, [x, w] + ([b] if bias else []), g)
+    assert out.shape == (2, 4, 10, 14)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_upsample_takes_the_phase_path_for_large_cpu_batches(monkeypatch):
+    calls = []
+    monkeypatch.setattr(md.unet, "upsample_conv_by_phase",
+                        lambda *a: calls.append("phase") or upsample_conv(*a))
+    up = Upsample(4)
+    small = Upsample.PHASE_MIN_PIXELS // 64 - 1                         # B * 8 * 8 pixels just under the bar
+    up(torch.zeros(small, 4, 8, 8))
+    assert calls == []
+    up(torch.zeros(small + 1, 4, 8, 8))
+    assert calls == ["phase"]
+
+
+def test_unet_with_and_without_the_phase_path_agrees(monkeypatch, gen):
+    """A whole U-Net, forward and parameter gradients, with the phase path forced on and forced off."""
+    x = torch.randn(3, 1, 16, 16, generator=gen(0))
+    t, y = torch.tensor([5, 500, 995]), torch.tensor([1, 10, 4])
+    results = []
+    for bar in (0, math.inf):
+        monkeypatch.setattr(Upsample, "PHASE_MIN_PIXELS", bar)
+        model = _random_unet(num_classes=10, num_res_blocks=2).train()
+        out = model(x, t, y)
+        out.square().mean().backward()
+        results.append((out.detach(), [p.grad for p in model.parameters()]))
+    (out_a, grads_a), (out_b, grads_b) = results
+    torch.testing.assert_close(out_a, out_b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_silu_runs_in_place_only_when_autograd_does_not_need_the_input(gen):
+    x = torch.randn(5, generator=gen(0))
+    expected = torch.nn.functional.silu(x)
+    out = _silu(x)
+    assert out is x and torch.equal(out, expected)                      # no gradient recorded: in place
+    x = torch.randn(5, generator=gen(0), requires_grad=True)
+    out = _silu(x)
+    assert out is not x and torch.equal(out.detach(), expected)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, torch.sigmoid(x) * (1 + x * (1 - torch.sigmoid(x))))
+
+
+def test_dropout_keeps_each_value_with_probability_1_minus_p_and_rescales_it(gen):
+    p, n = 0.3, 200_000
+    drop = Dropout(p)
+    x = (torch.rand(n, generator=gen(0)) + 0.5).requires_grad_()       # no zeros of its own
+    torch.manual_seed(1)
+    out = drop(x)
+    kept = out != 0
+    # Dropped fraction within 5 standard errors of p; kept values are x / (1 - p).
+    assert abs((1 - kept.float().mean().item()) - p) < 5 * math.sqrt(p * (1 - p) / n)
+    torch.testing.assert_close(out[kept], x[kept] / (1 - p))
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / (1 - p))
+    torch.manual_seed(1)
+    assert torch.equal(drop(x), out)                                     # seeded: the same mask again
+    assert drop.eval()(x) is x and Dropout(0.0)(x) is x
 
 
 # ---------------------------------------------------------------------------------------- compiled model
