@@ -72,6 +72,10 @@ SIZES = {
     ),
 }
 
+# The U-Net code paths this version of the benchmark measures (the Performance page notes results without them).
+UNET_PATHS = ["attention projections as matrix products over the channels", "SiLU out of place under autograd",
+              "dropout masks from uniform draws on the CPU", "upsampling convolution by phase on the CPU"]
+
 TARGETS = {  # minidiff / diffusers, from the issue
     "cpu": {"train_images_per_s": 1.2, "ddpm_1000_seconds": 1.2, "ddim_50_seconds": 1.2},
     "cuda": {"train_images_per_s": 1.5, "ddpm_1000_seconds": 5.0, "ddim_50_seconds": 3.0,
@@ -436,6 +440,24 @@ def ablation(device: torch.device, args) -> dict:
                                                                        device=device)}
     print(f"  {size} forward, batch {B}: " + ", ".join(
         f"{k} {median(out['cifar_attention_heads_forward'][k]['wall_s']) * 1e3:.0f} ms" for k in heads), flush=True)
+
+    # The upsampling convolution by phase (taken on the CPU only), on the 35.7M model: its upsamplings run at up
+    # to 256 channels and 32 px, where the saved arithmetic shows. Forward at batch 16, training at batch 8.
+    if device.type == "cpu":
+        plain = build(size, "minidiff", device)
+        for module in plain.modules():
+            if isinstance(module, md.unet.Upsample):
+                module.PHASE_MIN_PIXELS = float("inf")                   # always nearest x2, then the 3x3 conv
+        models = {"upsample, then 3x3 conv": plain, "by phase": build(size, "minidiff", device)}
+        fns = {name: forward_and_train(m, size, 16, True)[0] for name, m in models.items()}
+        phase = {"min_pixels": md.unet.Upsample.PHASE_MIN_PIXELS,
+                 "forward": {"batch": 16, **interleaved(fns, repeats=max(repeats - 1, 2), warmup=1, device=device)}}
+        fns = {name: forward_and_train(m, size, 8, True)[1] for name, m in models.items()}
+        phase["forward_backward"] = {"batch": 8, **interleaved(fns, repeats=repeats + 2, warmup=1, device=device)}
+        out["cifar_upsample_by_phase"] = phase
+        print(f"  {size} upsampling: " + "; ".join(
+            f"{what} (batch {r['batch']}): " + ", ".join(f"{k} {median(r[k]['wall_s']) * 1e3:.0f} ms" for k in models)
+            for what, r in ((w, phase[w]) for w in ("forward", "forward_backward"))), flush=True)
     return out
 
 
@@ -576,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
                "training": "one AdamW step on random images; diffusers: the course loop (add_noise, MSE); "
                            "minidiff: eps_loss and minidiff.train.make_optimizer; no gradient clipping or EMA",
                "minidiff_memory_format": "channels_last", "diffusers_memory_format": "contiguous (default)",
+               "minidiff_unet_paths": UNET_PATHS,
                "sample_images": SAMPLE_IMAGES, "T": T, "ddim_steps": DDIM_STEPS,
                "cuda_settings": None if device.type != "cuda" else {
                    "cudnn_benchmark": torch.backends.cudnn.benchmark,

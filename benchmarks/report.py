@@ -232,11 +232,28 @@ def ablation(res: dict) -> list[str]:
                    f"{a['batch']} and 28 px each kernel takes microseconds, so the time per call is mostly kernel "
                    "launches and Python, and minidiff's blocks issue fewer operations (in-place activations and "
                    "additions, one fused attention call) — the likely reason.")
-    out.append("- **Not measured separately here:** in-place SiLU and residual additions in the U-Net (fewer "
-               "fresh activation buffers: on the CPU a buffer above glibc's 32 MB mmap threshold costs page "
-               "faults on every allocation, which matters for the 35.7M model at batch 64), and `gather` keeping "
-               "one converted copy of each schedule tensor per device and dtype (on a GPU that removes a "
-               "host-to-device copy, which waits for the queued kernels, from every training step).")
+    # Runs that list the U-Net's current code paths, or measured the CPU-only upsampling by phase, used them all.
+    if res["method"].get("minidiff_unet_paths") or "cifar_upsample_by_phase" in a:
+        out.append("- **Not measured separately here:** in-place residual additions in the U-Net, and in-place "
+                   "SiLU when no gradient is recorded (fewer fresh activation buffers: on the CPU a buffer above "
+                   "glibc's 32 MB mmap threshold costs page faults on every allocation, which matters for the 35.7M "
+                   "model at batch 64; under autograd an in-place SiLU would first copy its input, so training uses "
+                   "a fresh one); the attention's q, k, v and output projections written as matrix products over "
+                   "the channels (on channels-last activations no copy is needed, and at batch 8 on one CPU thread "
+                   "PyTorch ran them as 1×1 convolutions through a slower fallback kernel); dropout masks drawn on "
+                   "the CPU from uniform numbers compared with p (forward and backward about 1.5× as fast as with "
+                   "PyTorch's Bernoulli sampler); and `gather` keeping one converted copy of each schedule tensor "
+                   "per device and dtype (on a GPU that removes a host-to-device copy, which waits for the queued "
+                   "kernels, from every training step).")
+    else:
+        out.append("- **Not measured separately here:** in-place SiLU and residual additions in the U-Net (fewer "
+                   "fresh activation buffers), and `gather` keeping one converted copy of each schedule tensor per "
+                   "device and dtype (on a GPU that removes a host-to-device copy, which waits for the queued "
+                   "kernels, from every training step).")
+        out.append("- **Measured before later U-Net changes:** these numbers predate the attention projections "
+                   "written as matrix products and SiLU out of place under autograd, which also run on this "
+                   "device, and the CPU-only dropout and upsampling changes. Rerun the benchmark here to update "
+                   "them.")
     cfg = a.get("guidance_step")
     if cfg:
         one, two = med(cfg["one call of 2B rows"]["wall_s"]), med(cfg["two calls of B rows"]["wall_s"])
@@ -258,6 +275,23 @@ def ablation(res: dict) -> list[str]:
                 f"`google/ddpm-cifar10-32`, minidiff's forward pass is {med(items[1][1]['wall_s']) / base:.2f}× as "
                 f"fast: there both libraries spend most of the time in the same {'cuDNN' if on_gpu else 'oneDNN'} "
                 "convolutions. The table above uses diffusers' default, as the Hugging Face course does."]
+    up = a.get("cifar_upsample_by_phase")
+    if up:
+        def times(r: dict) -> tuple[float, float]:
+            return med(r["upsample, then 3x3 conv"]["wall_s"]) * 1e3, med(r["by phase"]["wall_s"]) * 1e3
+        (f0, f1), (t0, t1) = times(up["forward"]), times(up["forward_backward"])
+        out += ["", "**The upsampling convolution by phase.** After nearest-neighbour ×2 upsampling, a 3×3 "
+                "convolution reads each input pixel up to four times, so every output pixel depends on a 2×2 "
+                "block of input pixels only, through one of four 2×2 kernels (the sums of the 3×3 taps that land "
+                "on the same input pixel), chosen by the output pixel's row and column parity. minidiff's "
+                "`Upsample` runs those four 2×2 convolutions at the input resolution on the CPU: 16 instead of "
+                "36 multiply-adds per input pixel and channel pair, and no upsampled image 4× the input's size. "
+                f"On the 35.7M model, whose upsamplings run at 256 channels: forward pass (batch "
+                f"{up['forward']['batch']}) {f0:,.0f} → {f1:,.0f} ms, {f0 / f1:.2f}× as fast; forward+backward "
+                f"(batch {up['forward_backward']['batch']}) {t0:,.0f} → {t1:,.0f} ms, {t0 / t1:.2f}×. It is the "
+                "same function (the test suite compares values and gradients with the plain path). Batches under "
+                f"{up['min_pixels']:,} input pixels (B·H·W) keep the plain path, where four small calls cost more "
+                "than they save; so do GPUs, where it has not been measured."]
     return out
 
 
