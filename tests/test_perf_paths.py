@@ -1,6 +1,6 @@
 """The fast paths give the eager path's answer: cached schedule copies, batched guidance, channels-last and
-fused attention in the U-Net, the upsampling convolution by phase, and the compiled model for the sampler loops. Speed itself is measured by
-``benchmarks/bench.py``, never asserted here."""
+fused attention in the U-Net, the upsampling convolution by phase, SiLU and dropout on the CPU, and the compiled
+model for the sampler loops. Speed itself is measured by ``benchmarks/bench.py``, never asserted here."""
 import gc
 import math
 import os
