@@ -344,8 +344,9 @@ def section(res: dict, title: str) -> list[str]:
         why = ("In float32 the 35.7M model's convolutions and attention are real work for the GPU, and "
                "both libraries hand the same ones to cuDNN; what minidiff saves is launch and Python overhead, "
                "which is most of a small model's time but a smaller share of a large one's." if res["device"] ==
-               "cuda" else "The two libraries run the same convolutions, which take most of the time; the ceiling "
-               "and the attention comparison below show how little else is left to win there in float32.")
+               "cuda" else "The two libraries run the same convolutions (but for minidiff's upsampling by phase), "
+               "which take most of the time; the ceiling and the measurements below show how little else is left "
+               "to win there in float32.")
         out += ["**Targets not met:** " + "; ".join(missed) + ". " + why, ""]
     cl = ceiling(res)
     if cl:
