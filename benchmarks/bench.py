@@ -456,8 +456,9 @@ def ablation(device: torch.device, args) -> dict:
         phase["forward_backward"] = {"batch": 8, **interleaved(fns, repeats=repeats + 2, warmup=1, device=device)}
         out["cifar_upsample_by_phase"] = phase
         print(f"  {size} upsampling: " + "; ".join(
-            f"{what} (batch {r['batch']}): " + ", ".join(f"{k} {median(r[k]['wall_s']) * 1e3:.0f} ms" for k in models)
-            for what, r in ((w, phase[w]) for w in ("forward", "forward_backward"))), flush=True)
+            f"{what} (batch {phase[what]['batch']}): "
+            + ", ".join(f"{k} {median(phase[what][k]['wall_s']) * 1e3:.0f} ms" for k in models)
+            for what in ("forward", "forward_backward")), flush=True)
     return out
 
 

@@ -222,15 +222,14 @@ def upsample_conv_by_phase(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     x = F.pad(x, (1, 1, 1, 1))                                                 # (B, C, H + 2, W + 2)
     phases = [[F.conv2d(x[:, :, a:a + H + 1, b:b + W + 1], kernels[a, b], bias) for b in (0, 1)]
               for a in (0, 1)]                                                 # (B, C_out, H, W) each
-    if phases[0][0].is_contiguous(memory_format=torch.channels_last):
-        out = phases[0][0].new_empty(B, H, 2, W, 2, weight.shape[0])           # channels-last memory
-        for a, b in ((0, 0), (0, 1), (1, 0), (1, 1)):
-            out[:, :, a, :, b] = phases[a][b].permute(0, 2, 3, 1)
-        return out.view(B, 2 * H, 2 * W, -1).permute(0, 3, 1, 2)               # (B, C_out, 2H, 2W)
-    out = phases[0][0].new_empty(B, weight.shape[0], H, 2, W, 2)
+    C_out, like = weight.shape[0], phases[0][0]
+    if like.is_contiguous(memory_format=torch.channels_last):                  # (B, C_out, H, 2, W, 2) ...
+        out = like.new_empty(B, H, 2, W, 2, C_out).permute(0, 5, 1, 2, 3, 4)   # ... in channels-last memory
+    else:
+        out = like.new_empty(B, C_out, H, 2, W, 2)
     for a, b in ((0, 0), (0, 1), (1, 0), (1, 1)):
         out[:, :, :, a, :, b] = phases[a][b]
-    return out.view(B, -1, 2 * H, 2 * W)                                       # (B, C_out, 2H, 2W)
+    return out.view(B, C_out, 2 * H, 2 * W)                                    # (B, C_out, 2H, 2W)
 
 
 class Upsample(nn.Module):
