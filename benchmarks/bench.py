@@ -103,11 +103,17 @@ def images(size: str, batch: int, device: torch.device, *, channels_last: bool =
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def autocast(device: torch.device, bf16: bool):
+    """bfloat16 autocast when ``bf16`` (CUDA), else a context that changes nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
 def train_step(lib: str, model, size: str, batch: int, device: torch.device, bf16: bool = False):
-    """One closure = one optimizer step of DDPM's Algorithm 1, as each library's own training loop does it."""
+    """One closure = one optimizer step of DDPM's Algorithm 1, as each library's own training loop does it.
+
+    minidiff's images take the memory format of its weights (channels-last unless built without it)."""
     model.train()
     gen = torch.Generator(device).manual_seed(2)
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)   # noqa: E731
     if lib == "diffusers":
         from diffusers import DDPMScheduler
         sched = DDPMScheduler(num_train_timesteps=T)
@@ -117,7 +123,7 @@ def train_step(lib: str, model, size: str, batch: int, device: torch.device, bf1
         def step():   # the Hugging Face diffusion course's training loop
             noise = torch.randn(x0.shape, generator=gen, device=device)
             t = torch.randint(0, T, (batch,), generator=gen, device=device)
-            with autocast():
+            with autocast(device, bf16):
                 pred = model(sched.add_noise(x0, noise, t), t, return_dict=False)[0]
                 loss = F.mse_loss(pred.float(), noise)
             loss.backward()
@@ -126,10 +132,11 @@ def train_step(lib: str, model, size: str, batch: int, device: torch.device, bf1
     else:
         sched = md.NoiseSchedule.linear(T=T)
         opt = make_optimizer(model, TrainConfig(lr=1e-4), device)   # minidiff's optimizer (fused on CUDA)
-        x0 = images(size, batch, device, channels_last=True)
+        x0 = images(size, batch, device,
+                    channels_last=next(model.parameters()).is_contiguous(memory_format=torch.channels_last))
 
         def step():   # minidiff.train's step without gradient clipping and EMA (the course loop has neither)
-            with autocast():
+            with autocast(device, bf16):
                 loss = md.eps_loss(model, x0, sched, generator=gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -141,8 +148,10 @@ class _Stop(Exception):
     pass
 
 
-def sample_run(lib: str, model, size: str, sampler: str, steps_timed: int | None, device: torch.device):
-    """One closure = ``steps_timed`` steps (all of them if None) of 64 images with DDPM-1000 or DDIM-50.
+def sample_run(lib: str, model, size: str, sampler: str, steps_timed: int | None, device: torch.device,
+               bf16: bool = False):
+    """One closure = ``steps_timed`` steps (all of them if None) of 64 images with DDPM-1000 or DDIM-50, under
+    bfloat16 autocast if ``bf16`` (the network in bf16, the sampler's update in float32 in both libraries).
 
     ``model`` must already be in eval mode."""
     shape = (SAMPLE_IMAGES, *SIZES[size]["shape"])
@@ -160,7 +169,8 @@ def sample_run(lib: str, model, size: str, sampler: str, steps_timed: int | None
             x = torch.randn(shape, generator=gen, device=device)
             sched.set_timesteps(total)
             for t in sched.timesteps[:n]:
-                eps = model(x, t).sample
+                with autocast(device, bf16):
+                    eps = model(x, t).sample
                 kw = dict(eta=0.0) if sampler == "ddim" else {}
                 x = sched.step(eps, t, x, generator=gen, **kw).prev_sample
             return x
@@ -174,10 +184,12 @@ def sample_run(lib: str, model, size: str, sampler: str, steps_timed: int | None
         def run():
             gen.manual_seed(3)
             try:
-                if sampler == "ddpm":
-                    return md.ddpm_sample(model, shape, sched, generator=gen, device=device, callback=stop_after_n)
-                return md.ddim_sample(model, shape, sched, steps=total, generator=gen, device=device,
-                                      callback=stop_after_n)
+                with autocast(device, bf16):
+                    if sampler == "ddpm":
+                        return md.ddpm_sample(model, shape, sched, generator=gen, device=device,
+                                              callback=stop_after_n)
+                    return md.ddim_sample(model, shape, sched, steps=total, generator=gen, device=device,
+                                          callback=stop_after_n)
             except _Stop:
                 return None
     return run
@@ -290,14 +302,17 @@ def bench_size(size: str, device: torch.device, args) -> dict:
     B = plan["train_batch"]
     print(f"\n{size}: {params['diffusers']:,} vs {params['minidiff']:,} parameters; training batch {B}", flush=True)
 
-    # Training images per second.
+    # Training images per second. On CUDA also minidiff in NCHW (cuDNN's GroupNorm takes NCHW only, so
+    # channels-last activations are copied to NCHW and back around every normalisation there).
     steps = {lib: train_step(lib, m, size, B, device, args.bf16) for lib, m in models.items()}
-    per_repeat = plan["train_steps"]
-    fns = {lib: (lambda s=s: [s() for _ in range(per_repeat)]) for lib, s in steps.items()}
+    if device.type == "cuda":
+        steps["minidiff-nchw"] = train_step("minidiff", build(size, "minidiff", device, channels_last=False),
+                                            size, B, device, args.bf16)
     if args.compile and args.compile_train:
-        fast = torch.compile(models["minidiff"])
-        fns["minidiff-compiled"] = (lambda s=train_step("minidiff", fast, size, B, device, args.bf16):
-                                    [s() for _ in range(per_repeat)])
+        steps["minidiff-compiled"] = train_step("minidiff", torch.compile(models["minidiff"]), size, B, device,
+                                                args.bf16)
+    per_repeat = plan["train_steps"]
+    fns = {name: (lambda s=s: [s() for _ in range(per_repeat)]) for name, s in steps.items()}
     clock = time.perf_counter()
     for fn in fns.values():
         fn()                                                            # includes any compilation
@@ -307,10 +322,10 @@ def bench_size(size: str, device: torch.device, args) -> dict:
                               "images_per_s_cpu_time": B * per_repeat / median(r["cpu_s"])}
                        for name, r in raw.items()}
     if device.type == "cuda":
-        result["train_peak_memory_bytes"] = {lib: cuda_peak(steps[lib], device) for lib in steps}
+        result["train_peak_memory_bytes"] = {name: cuda_peak(step, device) for name, step in steps.items()}
     elif not args.no_memory:
         result["train_peak_rss_delta_bytes"] = {lib: cpu_peak_rss_delta(size, lib, B, args.threads)
-                                                for lib in steps}
+                                                for lib in models}
     print("  training: " + ", ".join(f"{k} {v['images_per_s']:.1f} img/s" for k, v in result["train"].items()),
           flush=True)
 
@@ -323,8 +338,9 @@ def bench_size(size: str, device: torch.device, args) -> dict:
         samplers["minidiff-compiled"] = CompiledModel(models["minidiff"])
     for sampler, total in (("ddpm", T), ("ddim", DDIM_STEPS)):
         def runs(steps_timed):
-            return {**{lib: sample_run(lib, m, size, sampler, steps_timed, device) for lib, m in models.items()},
-                    **{name: sample_run("minidiff", m, size, sampler, steps_timed, device)
+            return {**{lib: sample_run(lib, m, size, sampler, steps_timed, device, args.bf16)
+                       for lib, m in models.items()},
+                    **{name: sample_run("minidiff", m, size, sampler, steps_timed, device, args.bf16)
                        for name, m in samplers.items()}}
 
         fns = runs(timed)
@@ -345,7 +361,8 @@ def bench_size(size: str, device: torch.device, args) -> dict:
               + ", ".join(f"{k} {v['seconds']:.1f} s" for k, v in result[sampler].items()), flush=True)
     if device.type == "cuda":
         result["sample_peak_memory_bytes"] = {
-            lib: cuda_peak(sample_run(lib, m, size, "ddim", None, device), device) for lib, m in models.items()}
+            lib: cuda_peak(sample_run(lib, m, size, "ddim", None, device, args.bf16), device)
+            for lib, m in models.items()}
 
     result["ratios"] = ratios(result)
     return result
@@ -366,9 +383,11 @@ def ratios(r: dict) -> dict:
             out[key + "_cpu_time" + suffix] = (r[sampler]["diffusers"]["seconds_cpu_time"]
                                                / r[sampler][name]["seconds_cpu_time"])
     for key in ("train_peak_memory_bytes", "train_peak_rss_delta_bytes", "sample_peak_memory_bytes"):
-        mem = r.get(key)
-        if mem and mem.get("diffusers") and mem.get("minidiff") is not None:
-            out[key.replace("_bytes", "") + "_minidiff_over_diffusers"] = mem["minidiff"] / mem["diffusers"]
+        mem = r.get(key) or {}
+        for name in [k for k in mem if k != "diffusers"]:
+            suffix = "" if name == "minidiff" else "_" + name.split("-", 1)[1]
+            if mem["diffusers"] and mem[name] is not None:
+                out[key.replace("_bytes", "") + "_minidiff_over_diffusers" + suffix] = mem[name] / mem["diffusers"]
     return out
 
 
@@ -560,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time minidiff's opt-in compiled paths (default: on for CUDA, off for the CPU)")
     p.add_argument("--compile-train", action=argparse.BooleanOptionalAction, default=True,
                    help="with --compile, also time a compiled training step (compiling it takes a minute or two)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast in training, both libraries (CUDA)")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 autocast in training and sampling, both libraries (CUDA); writes <device>-bf16-<date>")
     p.add_argument("--no-ablation", action="store_true", help="skip the one-change-at-a-time measurements")
     p.add_argument("--no-memory", action="store_true", help="skip the CPU memory probes (two processes per size)")
     p.add_argument("--thread-probe", action=argparse.BooleanOptionalAction, default=True,
@@ -591,14 +611,15 @@ def main(argv: list[str] | None = None) -> int:
            "date": datetime.datetime.now().isoformat(timespec="seconds"), "device": device.type,
            "machine": machine(device, args.threads), "versions": versions(),
            "method": {
-               "precision": "bfloat16 autocast (training)" if args.bf16 else "float32",
+               "precision": "bfloat16 autocast (training and sampling)" if args.bf16 else "float32",
                "timing": "median of interleaved repeats, wall clock (process CPU time recorded too); "
                          "one warm-up call per closure excluded",
                "sampling": ("full runs" if device.type == "cuda" else
                             "per-step time x steps: each sampler's real loop timed for a few steps"),
                "training": "one AdamW step on random images; diffusers: the course loop (add_noise, MSE); "
                            "minidiff: eps_loss and minidiff.train.make_optimizer; no gradient clipping or EMA",
-               "minidiff_memory_format": "channels_last", "diffusers_memory_format": "contiguous (default)",
+               "minidiff_memory_format": "channels_last (the minidiff-nchw closure: NCHW)",
+               "diffusers_memory_format": "contiguous (default)",
                "minidiff_unet_paths": UNET_PATHS,
                "sample_images": SAMPLE_IMAGES, "T": T, "ddim_steps": DDIM_STEPS,
                "cuda_settings": None if device.type != "cuda" else {
@@ -608,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
                "schedulers": "linear betas 1e-4..0.02; no clipping; DDPM variance beta_tilde; DDIM eta = 0"},
            "targets": TARGETS[device.type], "sizes": {}}
     res["machine"]["fp32_matmul_flops_per_s"] = matmul_peak(device)
-    out = args.out or RESULTS / f"{device.type}-{datetime.date.today().isoformat()}.json"
+    out = args.out or RESULTS / f"{device.type}{'-bf16' if args.bf16 else ''}-{datetime.date.today().isoformat()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     for size in sizes:
         res["sizes"][size] = bench_size(size, device, args)
