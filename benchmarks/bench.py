@@ -288,6 +288,9 @@ def memory_probe(size: str, lib: str, batch: int) -> None:
 def bench_size(size: str, device: torch.device, args) -> dict:
     spec = SIZES[size]
     plan = dict(spec[device.type])
+    # Each size compiles afresh, as in a program that uses one model: otherwise the second size's U-Net would hit
+    # the first's compiled code, fail its shape guards and be recompiled for dynamic shapes (slower to build).
+    torch._dynamo.reset()
     if args.repeats is not None:
         plan.update(train_repeats=args.repeats, sample_repeats=args.repeats)
     models = {lib: build(size, lib, device) for lib in ("diffusers", "minidiff")}
@@ -607,7 +610,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
 
     start = time.perf_counter()
-    res = {"benchmark": "minidiff vs diffusers", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    argv_shown = [Path(a).name if prev == "--out" else a for prev, a in zip(["", *sys.argv[1:]], sys.argv[1:])]
+    res = {"benchmark": "minidiff vs diffusers", "command": " ".join([Path(sys.argv[0]).name, *argv_shown]),
            "date": datetime.datetime.now().isoformat(timespec="seconds"), "device": device.type,
            "machine": machine(device, args.threads), "versions": versions(),
            "method": {
