@@ -2,13 +2,15 @@
 
     python benchmarks/report.py            # after python benchmarks/bench.py --device cpu|cuda
 
-Uses the newest ``benchmarks/results/<device>-<date>.json`` of each device. Every number on the page comes from
-those files; the page names the machine each was measured on.
+Uses the newest ``benchmarks/results/<device>-<date>.json`` of each device (float32) and the newest
+``cuda-bf16-<date>.json`` (bfloat16 autocast). Every number on the page comes from those files; the page names the
+machine each was measured on.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -30,15 +32,32 @@ the 28-px model trains at 2,535 images/s (batch 128, float32) and draws 64 image
 samples in 19.2 s and 0.88 s. Those numbers come from a different run than minidiff's, so no ratio is formed
 from them."""
 
+BF16_PEAK = 989e12   # dense bf16 tensor-core FLOP/s of one H100 SXM or H200 (the anchors' figure)
+
 CEILING = """\
 One H100 or H200 does about 989 TFLOP/s of dense bf16 arithmetic, and small convolutional networks reach 25-50%
 of that; for a ~15M-parameter 28-px U-Net that is on the order of 30,000 training images/s, a Fashion-MNIST epoch
 in about 2 s."""
 
 
-def load(device: str, results: Path = RESULTS) -> dict | None:
-    files = sorted(results.glob(f"{device}-*.json"))
+def load(device: str, results: Path = RESULTS, *, bf16: bool = False) -> dict | None:
+    """The newest result of ``device`` in float32 (``<device>-<date>.json``) or bf16 (``<device>-bf16-<date>``)."""
+    pattern = re.compile(rf"{device}-{'bf16-' if bf16 else ''}\d{{4}}-\d{{2}}-\d{{2}}\.json")
+    files = sorted(f for f in results.glob(f"{device}-*.json") if pattern.fullmatch(f.name))
     return json.loads(files[-1].read_text()) if files else None
+
+
+def sizes(res: dict) -> list[tuple[str, dict]]:
+    """The measured sizes, smallest model first."""
+    order = list(LABELS)
+    return sorted(res["sizes"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+
+
+def unfinished(res: dict) -> list[str]:
+    """Sizes the run was asked for but did not finish (a run stopped early keeps the sizes it had done)."""
+    asked = re.search(r"--sizes[ =](\S+)", res.get("command", ""))
+    wanted = asked.group(1).split(",") if asked else list(LABELS)
+    return [s for s in wanted if s not in res["sizes"]] if res.get("partial") else []
 
 
 def med(xs: list[float]) -> float:
@@ -59,15 +78,17 @@ def machine_line(res: dict) -> str:
         load = (f" The machine was shared (load average {m['load_average_at_start'][0]:.1f} at the start and "
                 f"{m.get('load_average_at_end', [float('nan')])[0]:.1f} at the end, on {m['logical_cpus']} "
                 "logical CPUs), which slows both libraries alike: they run interleaved.")
+    took = (f"{res['seconds_total'] / 60:.1f} minutes in all" if "seconds_total" in res else
+            "stopped by its time limit before the last size finished")
     return (f"**Machine:** {where} ({m['logical_cpus']} logical CPUs), {threads} for both libraries; "
             f"Python {v['python']}, torch {v['torch']}, diffusers {v['diffusers']}, minidiff {v['minidiff']}; "
-            f"measured {res['date'][:10]}, {res['seconds_total'] / 60:.1f} minutes in all.{load}")
+            f"{res['method']['precision']}; measured {res['date'][:10]}, {took}.{load}")
 
 
 def models_table(res: dict) -> list[str]:
     rows = ["| model | diffusers configuration | minidiff configuration | parameters (diffusers / minidiff) | "
             "forward GFLOP per image |", "|---|---|---|---|---|"]
-    for size, r in res["sizes"].items():
+    for size, r in sizes(res):
         d, m = r["configs"]["diffusers"], r["configs"]["minidiff"]
         n_attn = sum("Attn" in b for b in d["down_block_types"])
         dtxt = (f"`UNet2DModel`, channels {tuple(d['block_out_channels'])}, {d['layers_per_block']} layers per "
@@ -83,19 +104,24 @@ def models_table(res: dict) -> list[str]:
 
 
 SAMPLER_KEYS = (("ddpm", "ddpm_1000_seconds"), ("ddim", "ddim_50_seconds"))
+# minidiff's paths in a result: (suffix of its ratio keys, its name in the raw results, how the page names it).
+# The default is eager channels-last; on CUDA the benchmark also times eager NCHW and a compiled model.
+PATHS = (("", "minidiff", "eager"), ("_nchw", "minidiff-nchw", "eager, NCHW"),
+         ("_compiled", "minidiff-compiled", "compiled"))
 
 
 def met_by(res: dict, size: str, key: str) -> str | None:
-    """Which of minidiff's paths meets a target: "eager", "compiled", None (neither), or "" (no target)."""
+    """The first of minidiff's paths (eager, eager NCHW, compiled) that meets a target; None if none does, "" if
+    the target or its measurement is missing."""
     target, ratios = res["targets"].get(key), res["sizes"][size]["ratios"]
     if target is None:
         return ""
     if key == "train_peak_memory":
-        ratio = ratios.get("train_peak_memory_minidiff_over_diffusers")
-        return "" if ratio is None else ("eager" if ratio <= target else None)
-    if ratios.get(key, 0) >= target:
-        return "eager"
-    return "compiled" if ratios.get(key + "_compiled", 0) >= target else None
+        found = [(name, ratios.get("train_peak_memory_minidiff_over_diffusers" + suffix))
+                 for suffix, _, name in PATHS]
+        found = [(name, r) for name, r in found if r is not None]
+        return next((name for name, r in found if r <= target), None) if found else ""
+    return next((name for suffix, _, name in PATHS if ratios.get(key + suffix, 0) >= target), None)
 
 
 def results_table(res: dict) -> list[str]:
@@ -104,24 +130,30 @@ def results_table(res: dict) -> list[str]:
             + ("same, in CPU time | " if on_cpu else "") + "target | met |",
             "|---|---|---|---|---|" + ("---|" if on_cpu else "") + "---|---|"]
     targets = res["targets"]
-    for size, r in res["sizes"].items():
+    for size, r in sizes(res):
         name = LABELS.get(size, size)
         B = r["plan"]["train_batch"]
-        lines = [(f"training, batch {B} (images/s)", r["train"]["diffusers"]["images_per_s"],
-                  r["train"]["minidiff"]["images_per_s"], "train_images_per_s")]
+        lines = []   # (label, diffusers value, minidiff value, ratio key)
+        for suffix, raw, path in PATHS:
+            if raw in r["train"]:
+                lines.append((f"training, batch {B} (images/s)" + (f", minidiff {path}" if suffix else ""),
+                              r["train"]["diffusers"]["images_per_s"], r["train"][raw]["images_per_s"],
+                              "train_images_per_s" + suffix))
         for sampler, key in SAMPLER_KEYS:
             s = r[sampler]["minidiff"]
             how = "s" if s["steps_timed"] == s["steps"] else f"s, per-step time × {s['steps']}"
-            label = f"{sampler.upper()}-{s['steps']}, 64 images ({how})"
-            lines.append((label, r[sampler]["diffusers"]["seconds"], s["seconds"], key))
-            if "minidiff-compiled" in r[sampler]:
-                lines.append((label + ", minidiff compiled", r[sampler]["diffusers"]["seconds"],
-                              r[sampler]["minidiff-compiled"]["seconds"], key + "_compiled"))
-        for name_key, label in (("train_peak_memory_bytes", f"peak GPU memory, training batch {B} (MiB)"),
-                                ("train_peak_rss_delta_bytes", f"peak RSS growth, training batch {B} (MiB)")):
-            mem = r.get(name_key)
-            if mem and None not in mem.values():
-                lines.append((label, mem["diffusers"] / 2**20, mem["minidiff"] / 2**20, name_key))
+            for suffix, raw, path in PATHS:
+                if raw in r[sampler]:
+                    lines.append((f"{sampler.upper()}-{s['steps']}, 64 images ({how})"
+                                  + (f", minidiff {path}" if suffix else ""),
+                                  r[sampler]["diffusers"]["seconds"], r[sampler][raw]["seconds"], key + suffix))
+        for mem_key, label in (("train_peak_memory_bytes", f"peak GPU memory, training batch {B} (MiB)"),
+                               ("train_peak_rss_delta_bytes", f"peak RSS growth, training batch {B} (MiB)")):
+            mem = r.get(mem_key) or {}
+            for suffix, raw, path in PATHS:
+                if mem.get("diffusers") and mem.get(raw) is not None:
+                    lines.append((label + (f", minidiff {path}" if suffix else ""), mem["diffusers"] / 2**20,
+                                  mem[raw] / 2**20, mem_key))
         for label, d, m, key in lines:
             if key.endswith("_bytes"):
                 ratio = m / d
@@ -129,9 +161,10 @@ def results_table(res: dict) -> list[str]:
                 shown, cpu_time = f"{ratio:.2f}× the memory", ""
                 met = "" if target is None else ("yes" if ratio <= target else "**no**")
             else:
-                base, path = key.removesuffix("_compiled"), key[len(key.removesuffix("_compiled")):]
+                suffix = next(sfx for sfx, _, _ in reversed(PATHS) if key.endswith(sfx))
+                base = key.removesuffix(suffix) if suffix else key
                 ratio, target = r["ratios"][key], targets.get(base)
-                shown, cpu_time = f"**{ratio:.2f}×**", f"{r['ratios'][base + '_cpu_time' + path]:.2f}×"
+                shown, cpu_time = f"**{ratio:.2f}×**", f"{r['ratios'][base + '_cpu_time' + suffix]:.2f}×"
                 met = "" if target is None else ("yes" if ratio >= target else "**no**")
             rows.append(f"| {name} | {label} | {fmt(d)} | {fmt(m)} | {shown} | "
                         + (f"{cpu_time} | " if on_cpu else "")
@@ -139,21 +172,39 @@ def results_table(res: dict) -> list[str]:
     return rows
 
 
-def compiled_rows(res: dict) -> list[str]:
-    """Compiled training, when it was timed (the compiled samplers have rows in the table)."""
-    rows = []
-    for size, r in res["sizes"].items():
-        value = r["ratios"].get("train_images_per_s_compiled")
-        if value is not None:
-            rows.append(f"- {LABELS.get(size, size)}, training images/s: **{value:.2f}×** with a `torch.compile`d "
-                        "model")
-    return rows
+def is_bf16(res: dict) -> bool:
+    return res["method"]["precision"].startswith("bfloat16")
+
+
+def bf16_ceiling(res: dict) -> list[str]:
+    """Achieved arithmetic rates against the tensor cores' dense bf16 peak."""
+    out = [f"One H100 or H200 does about {BF16_PEAK / 1e12:,.0f} TFLOP/s of dense bf16 arithmetic. The rates "
+           "each path reached, counting three forward passes per training image and one per sampled image and "
+           "step:", ""]
+    for size, r in sizes(res):
+        f = r["flops_per_image_forward"]["minidiff"]
+        rates = [f"diffusers {r['train']['diffusers']['images_per_s'] * 3 * f / 1e12:,.0f}"]
+        rates += [f"minidiff {path} {r['train'][raw]['images_per_s'] * 3 * f / 1e12:,.0f}"
+                  for _, raw, path in PATHS if raw in r["train"]]
+        ddpm = r["ddpm"]
+        steps = [f"{name.replace('minidiff-', 'minidiff ')} "
+                 f"{64 * f * ddpm[name]['steps'] / ddpm[name]['seconds'] / 1e12:,.0f}" for name in ddpm]
+        best = max(r["train"][raw]["images_per_s"] for _, raw, _ in PATHS if raw in r["train"]) * 3 * f
+        out.append(f"- {LABELS.get(size, size)} ({f / 1e9:.2f} GFLOP per image forward): training "
+                   + ", ".join(rates) + " TFLOP/s; DDPM sampling " + ", ".join(steps) + " TFLOP/s. The best "
+                   f"training path uses {100 * best / BF16_PEAK:.0f}% of the peak.")
+    out += ["", "Far below the peak, the time goes to what is not a matrix product: normalisations, activations, "
+            "attention's softmax, the optimizer, and the launches of their kernels. That is the part a compiler "
+            "fuses, and the part where the two libraries differ."]
+    return out
 
 
 def ceiling(res: dict) -> list[str]:
     peak = res["machine"].get("fp32_matmul_flops_per_s")
     if not peak:
         return []
+    if res["device"] == "cuda" and is_bf16(res):
+        return bf16_ceiling(res)
     if res["device"] == "cuda":
         settings = res["method"].get("cuda_settings") or {}
         if settings.get("cudnn_allow_tf32"):
@@ -166,7 +217,7 @@ def ceiling(res: dict) -> list[str]:
            f"{threads} thread{'s' if threads != 1 else ''}: no convolution network does its arithmetic faster. A "
            "training step costs about three forward passes (the backward pass computes two products per layer), "
            "so:", ""]
-    for size, r in res["sizes"].items():
+    for size, r in sizes(res):
         f = r["flops_per_image_forward"]["minidiff"]
         train_max = peak / (3 * f)
         got = r["train"]["minidiff"]["images_per_s"]
@@ -319,7 +370,7 @@ def section(res: dict, title: str) -> list[str]:
         plans = "; ".join(f"{LABELS.get(k, k)}: {r['plan']['train_repeats']} training repeats of "
                           f"{r['plan']['train_steps']} step, {r['plan']['sample_repeats']} sampling repeats of "
                           f"{r['plan']['sample_steps']} step{'s' if r['plan']['sample_steps'] > 1 else ''}"
-                          for k, r in res["sizes"].items())
+                          for k, r in sizes(res))
         out += ["Sampling on the CPU: each sampler's real loop (diffusers' `DDPMPipeline` / `DDIMPipeline` loop, "
                 "minidiff's `ddpm_sample` / `ddim_sample`) was timed for a few steps, and the time for 64 images "
                 "is that per-step time multiplied by the number of steps. The speed-ups are ratios of median wall "
@@ -329,24 +380,38 @@ def section(res: dict, title: str) -> list[str]:
     if any("minidiff-compiled" in r.get("ddpm", {}) for r in res["sizes"].values()):
         out += ["The *minidiff compiled* rows sample through `minidiff.samplers.CompiledModel`, the opt-in fast "
                 "path: `torch.compile` fuses the U-Net's small kernels and, on CUDA, replays each step as one CUDA "
-                "graph. Eager PyTorch stays the default, since it is the code the chapters read.", ""]
-    comp = compiled_rows(res)
-    if comp:
-        out += ["Compiled training, against the same diffusers numbers:", "", *comp, ""]
-    status = {(size, key): met_by(res, size, key) for size in res["sizes"] for key in res["targets"]}
+                "graph. Eager PyTorch stays the default, since it is the code the chapters read."
+                + (" Compiled training wraps the model in `torch.compile` (compilation time not counted)."
+                   if any("minidiff-compiled" in r["train"] for r in res["sizes"].values()) else ""), ""]
+    if any("minidiff-nchw" in r["train"] for r in res["sizes"].values()):
+        out += ["The *minidiff eager, NCHW* rows train the same eager model in PyTorch's default memory format, "
+                "as `minidiff.train` does; the other minidiff rows use channels-last.", ""]
+    if unfinished(res):
+        out += ["**Not measured in this run:** " + ", ".join(LABELS.get(s, s) for s in unfinished(res))
+                + ". The run was stopped by its time limit before that size finished; the sizes above are "
+                "complete.", ""]
+    status = {(size, key): met_by(res, size, key) for size, _ in sizes(res) for key in res["targets"]}
     missed = [f"{LABELS.get(size, size)}, {TARGET_LABELS.get(key, key)}" for (size, key), how in status.items()
               if how is None]
-    compiled = [f"{LABELS.get(size, size)}, {TARGET_LABELS.get(key, key)}" for (size, key), how in status.items()
-                if how == "compiled"]
-    if compiled:
-        out += ["**Met only with the compiled path:** " + "; ".join(compiled) + ".", ""]
+    for path in ("eager, NCHW", "compiled"):
+        only = [f"{LABELS.get(size, size)}, {TARGET_LABELS.get(key, key)}" for (size, key), how in status.items()
+                if how == path]
+        if only:
+            out += [f"**Met only with the {path} path:** " + "; ".join(only) + ".", ""]
     if missed:
-        why = ("In float32 the 35.7M model's convolutions and attention are real work for the GPU, and "
-               "both libraries hand the same ones to cuDNN; what minidiff saves is launch and Python overhead, "
-               "which is most of a small model's time but a smaller share of a large one's." if res["device"] ==
-               "cuda" else "The two libraries run the same convolutions (but for minidiff's upsampling by phase), "
-               "which take most of the time; the ceiling and the measurements below show how little else is left "
-               "to win there in float32.")
+        if res["device"] == "cpu":
+            why = ("The two libraries run the same convolutions (but for minidiff's upsampling by phase), which "
+                   "take most of the time; the ceiling and the measurements below show how little else is left to "
+                   "win there in float32.")
+        elif is_bf16(res):
+            why = ("In bfloat16 both libraries run the convolutions and attention on the tensor cores through the "
+                   "same cuDNN and fused-attention kernels, so the speed-up comes only from what surrounds them. "
+                   "Eager channels-last, the same arithmetic in another layout, is slower than NCHW here. Not "
+                   "profiled further.")
+        else:
+            why = ("In float32 the 35.7M model's convolutions and attention are real work for the GPU, and "
+                   "both libraries hand the same ones to cuDNN; what minidiff saves is launch and Python overhead, "
+                   "which is most of a small model's time but a smaller share of a large one's.")
         out += ["**Targets not met:** " + "; ".join(missed) + ". " + why, ""]
     cl = ceiling(res)
     if cl:
@@ -357,8 +422,18 @@ def section(res: dict, title: str) -> list[str]:
     return out
 
 
+def gpu_layout_advice(res: dict | None) -> str:
+    r = (res or {}).get("sizes", {}).get("ddpm-cifar10-32px", {}).get("train", {})
+    if "minidiff-nchw" not in r:
+        return "it is the usual advice for convolutions in bf16, but it has not been measured here in bf16."
+    cl, nchw = r["minidiff"]["images_per_s"], r["minidiff-nchw"]["images_per_s"]
+    return (f"in bf16 on {res['machine']['gpu']} the 35.7M model trained at {nchw:,.0f} images/s in PyTorch's "
+            f"default layout and at {cl:,.0f} in channels-last (GPU bf16 section above), although channels-last is "
+            "the usual advice for convolutions on tensor cores.")
+
+
 def page(results: Path = RESULTS) -> str:
-    cpu, cuda = load("cpu", results), load("cuda", results)
+    cpu, cuda, cuda_bf16 = load("cpu", results), load("cuda", results), load("cuda", results, bf16=True)
     out = ["# Performance", "",
            "*Generated by `python benchmarks/report.py` from the result files in `benchmarks/results/`. Every "
            "number here was measured by `benchmarks/bench.py` and is quoted with the machine it ran on; compare "
@@ -369,12 +444,15 @@ def page(results: Path = RESULTS) -> str:
            "```bash",
            "python benchmarks/bench.py --device cpu    # about 6 minutes on one core",
            "python benchmarks/bench.py --device cuda   # on a GPU: full sampling runs and the compiled paths",
+           "python benchmarks/bench.py --device cuda --bf16   # the same in bfloat16 autocast, both libraries",
            "python benchmarks/report.py                # rewrite this page from the newest results",
            "```", "",
            "## How the comparison is made", "",
            "- **Matched models.** diffusers' `UNet2DModel` and `DDPMScheduler` / `DDIMScheduler`, built locally, "
            "against minidiff's `UNet` with the same architecture and parameter count (see the tables), the same "
-           "resolution, batch, precision (float32) and number of threads.",
+           "resolution, batch, precision and number of threads. Float32 throughout, and on the GPU a second run with "
+           "both libraries under bfloat16 autocast (the network in bf16, the samplers' updates and the loss in "
+           "float32).",
            "- **Each library as its examples use it.** diffusers trains with the Hugging Face diffusion course's "
            "loop (`add_noise`, MSE, AdamW) and samples with the loops of `DDPMPipeline` and `DDIMPipeline`; "
            "minidiff trains with `eps_loss` and the optimizer of `minidiff.train`, samples with `ddpm_sample` and "
@@ -385,6 +463,8 @@ def page(results: Path = RESULTS) -> str:
     out += section(cpu, "CPU") if cpu else ["## CPU", "", "No CPU result has been committed yet.", ""]
     if cuda:
         out += section(cuda, "GPU")
+        if cuda_bf16:
+            out += section(cuda_bf16, "GPU, bfloat16 autocast")
     else:
         out += ["## GPU", "",
                 "No GPU result has been committed yet: no GPU was available when this page was generated, so "
@@ -419,8 +499,8 @@ def page(results: Path = RESULTS) -> str:
             "## Settings for your own machine", "",
             threads_advice(cpu),
             "- **Channels-last.** `model.to(memory_format=torch.channels_last)` before training or sampling a "
-            "`UNet` on the CPU (measured above; inputs follow the weights' format). On a GPU it is the usual "
-            "advice for convolutions in bf16; in float32 it changed little there (GPU section above).",
+            "`UNet` on the CPU (measured above; inputs follow the weights' format). On a GPU, measure before "
+            "converting: " + gpu_layout_advice(cuda_bf16),
             "- **Compiled sampling on a GPU.** `ddim_sample(minidiff.samplers.CompiledModel(model.eval()), ...)`; "
             "the first call compiles, later steps replay a CUDA graph. Eager stays the default: it is the code "
             "the chapters read.", ""]

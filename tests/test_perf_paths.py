@@ -2,6 +2,7 @@
 fused attention in the U-Net, the upsampling convolution by phase, SiLU and dropout on the CPU, and the compiled
 model for the sampler loops. Speed itself is measured by ``benchmarks/bench.py``, never asserted here."""
 import gc
+import json
 import math
 import os
 
@@ -291,3 +292,22 @@ def test_cpu_optimizer_is_fused_and_matches_the_reference_adamw():
         [{"params": [p for p in m.parameters() if p.ndim >= 2], "weight_decay": 0.1},
          {"params": [p for p in m.parameters() if p.ndim < 2], "weight_decay": 0.0}], lr=1e-3, foreach=False))
     assert torch.allclose(fast, slow, rtol=1e-5, atol=1e-7)
+
+
+def test_report_keeps_float32_and_bf16_results_apart(tmp_path):
+    report = _benchmark_module("report")
+    for name, precision in (("cuda-2026-01-02.json", "float32"), ("cuda-bf16-2026-01-03.json", "bfloat16 autocast"),
+                            ("cuda-2026-01-01.json", "float32 (older)"), ("cpu-2026-01-04.json", "float32 (cpu)")):
+        (tmp_path / name).write_text(json.dumps({"method": {"precision": precision}}))
+    assert report.load("cuda", tmp_path)["method"]["precision"] == "float32"
+    assert report.load("cuda", tmp_path, bf16=True)["method"]["precision"] == "bfloat16 autocast"
+    assert report.load("cpu", tmp_path, bf16=True) is None
+
+
+def test_report_names_the_sizes_a_stopped_run_did_not_finish():
+    report = _benchmark_module("report")
+    run = {"command": "bench.py --device cuda --sizes ddpm-cifar10-32px,fmnist-28px", "partial": True,
+           "sizes": {"ddpm-cifar10-32px": {}}}
+    assert report.unfinished(run) == ["fmnist-28px"]
+    assert report.unfinished({**run, "partial": False}) == []
+    assert report.unfinished({"command": "bench.py --device cpu", "partial": True, "sizes": {}}) == list(report.LABELS)
