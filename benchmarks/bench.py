@@ -555,6 +555,27 @@ def targets_met(res: dict) -> dict:
     return met
 
 
+def add_to(earlier: dict, res: dict, sizes: list[str]) -> dict:
+    """``res`` (not yet measured) set up to extend ``earlier``: its sizes other than ``sizes`` are kept, each with
+    the run that measured it. Ratios are only ever formed within one run, so a result may hold several."""
+    same = {"device": (earlier["device"], res["device"]),
+            "GPU": (earlier["machine"]["gpu"], res["machine"]["gpu"]),
+            "precision": (earlier["method"]["precision"], res["method"]["precision"]),
+            "torch": (earlier["versions"]["torch"], res["versions"]["torch"]),
+            "diffusers": (earlier["versions"]["diffusers"], res["versions"]["diffusers"])}
+    for what, (was, now) in same.items():
+        if was != now:
+            raise ValueError(f"--add-to: the earlier result's {what} is {was!r}, this run's is {now!r}; "
+                             "results can only be added to a run of the same setup")
+    runs = earlier.get("runs") or [{"command": earlier["command"], "date": earlier["date"],
+                                    "sizes": list(earlier["sizes"])}]
+    kept = {k: v for k, v in earlier["sizes"].items() if k not in sizes}
+    runs = [{**r, "sizes": [k for k in r["sizes"] if k in kept]} for r in runs]
+    extras = {k: earlier[k] for k in ("ablation",) if k in earlier}     # replaced if this run measures it again
+    return {**res, **extras, "sizes": kept, "runs": [r for r in runs if r["sizes"]] + [
+        {"command": res["command"], "date": res["date"], "sizes": sizes}]}
+
+
 def print_table(res: dict) -> None:
     m = res["machine"]
     print(f"\n{m['gpu'] or m['cpu_model']}, {m['torch_threads']} thread(s), torch {res['versions']['torch']}, "
@@ -589,6 +610,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--thread-probe", action=argparse.BooleanOptionalAction, default=True,
                    help="CPU: time one forward pass with 1 thread and with all logical CPUs (a few seconds)")
     p.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/<device>-<date>.json)")
+    p.add_argument("--add-to", type=Path, metavar="JSON",
+                   help="add the sizes measured now to an earlier result of the same device, GPU, precision and "
+                        "versions (a GPU lease too short for every size in one run); written back to that file")
     p.add_argument("--memory-probe", nargs=3, metavar=("SIZE", "LIB", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -634,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
            "targets": TARGETS[device.type], "sizes": {}}
     res["machine"]["fp32_matmul_flops_per_s"] = matmul_peak(device)
     out = args.out or RESULTS / f"{device.type}{'-bf16' if args.bf16 else ''}-{datetime.date.today().isoformat()}.json"
+    if args.add_to:
+        res = add_to(json.loads(args.add_to.read_text()), res, sizes)
+        out = args.out or args.add_to
     out.parent.mkdir(parents=True, exist_ok=True)
     for size in sizes:
         res["sizes"][size] = bench_size(size, device, args)

@@ -80,9 +80,14 @@ def machine_line(res: dict) -> str:
                 "logical CPUs), which slows both libraries alike: they run interleaved.")
     took = (f"{res['seconds_total'] / 60:.1f} minutes in all" if "seconds_total" in res else
             "stopped by its time limit before the last size finished")
+    when = f"measured {res['date'][:10]}, {took}"
+    if len(res.get("runs", [])) > 1:   # sizes measured in separate runs (same GPU model, precision, versions)
+        when = (f"measured in {len(res['runs'])} runs, each size's ratios within one run: "
+                + "; ".join(f"{', '.join(LABELS.get(s, s) for s in r['sizes'])} on {r['date'][:10]}"
+                            for r in res["runs"]) + (f" ({took} for the last)" if "seconds_total" in res else ""))
     return (f"**Machine:** {where} ({m['logical_cpus']} logical CPUs), {threads} for both libraries; "
             f"Python {v['python']}, torch {v['torch']}, diffusers {v['diffusers']}, minidiff {v['minidiff']}; "
-            f"{res['method']['precision']}; measured {res['date'][:10]}, {took}.{load}")
+            f"{res['method']['precision']}; {when}.{load}")
 
 
 def models_table(res: dict) -> list[str]:

@@ -311,3 +311,22 @@ def test_report_names_the_sizes_a_stopped_run_did_not_finish():
     assert report.unfinished(run) == ["fmnist-28px"]
     assert report.unfinished({**run, "partial": False}) == []
     assert report.unfinished({"command": "bench.py --device cpu", "partial": True, "sizes": {}}) == list(report.LABELS)
+
+
+def test_bench_adds_sizes_only_to_a_run_of_the_same_setup():
+    bench = _benchmark_module("bench")
+
+    def run(gpu: str, sizes: list[str], date: str) -> dict:
+        return {"device": "cuda", "machine": {"gpu": gpu}, "method": {"precision": "bfloat16 autocast"},
+                "versions": {"torch": "2.11.0", "diffusers": "0.42.1"}, "command": f"bench.py --sizes {sizes}",
+                "date": date, "sizes": {s: {"ratios": {"from": date}} for s in sizes}, "ablation": {"from": date}}
+
+    earlier = run("H100", ["ddpm-cifar10-32px", "fmnist-28px"], "2026-01-01")
+    now = {**run("H100", [], "2026-01-02"), "sizes": {}}
+    del now["ablation"]
+    merged = bench.add_to(earlier, now, ["fmnist-28px"])
+    assert merged["sizes"] == {"ddpm-cifar10-32px": {"ratios": {"from": "2026-01-01"}}}   # the re-run size is dropped
+    assert [r["sizes"] for r in merged["runs"]] == [["ddpm-cifar10-32px"], ["fmnist-28px"]]
+    assert merged["ablation"] == {"from": "2026-01-01"} and merged["date"] == "2026-01-02"
+    with pytest.raises(ValueError, match="GPU is 'H100', this run's is 'H200'"):
+        bench.add_to(earlier, {**now, "machine": {"gpu": "H200"}}, ["fmnist-28px"])
