@@ -14,8 +14,9 @@ Sampling on the CPU: 1000 steps of a U-Net take long there, so each sampler runs
 and the time of 64 images is reported as the measured time per step times the number of steps. On CUDA the
 samplers run in full.
 
-Writes ``benchmarks/results/<device>-<date>.json`` (machine, versions, configurations, raw times, ratios) and
-prints a table. The book's Performance page is generated from these files (``benchmarks/report.py``).
+Writes ``benchmarks/results/<device>-<date>.json`` (``<device>-bf16-<date>.json`` with ``--bf16``: machine,
+versions, configurations, raw times, ratios) and prints a table. On a GPU both sizes with their compiled paths
+take over ten minutes; ``--sizes`` with ``--add-to`` splits the work over runs on the same setup. The book's Performance page is generated from these files (``benchmarks/report.py``).
 """
 from __future__ import annotations
 
