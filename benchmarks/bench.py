@@ -1,6 +1,6 @@
 """minidiff against diffusers, in one run on one machine: training speed, sampling time, peak memory.
 
-    python benchmarks/bench.py --device cpu          # about 6 minutes on one core of the development machine
+    python benchmarks/bench.py --device cpu          # about 7 minutes on one core of the development machine
     python benchmarks/bench.py --device cuda         # full DDPM-1000 and DDIM-50 runs, plus the compiled paths
 
 Both libraries get the same work: the same parameter count (within 10%), resolution, batch, precision and
@@ -16,7 +16,8 @@ samplers run in full.
 
 Writes ``benchmarks/results/<device>-<date>.json`` (``<device>-bf16-<date>.json`` with ``--bf16``: machine,
 versions, configurations, raw times, ratios) and prints a table. On a GPU both sizes with their compiled paths
-take over ten minutes; ``--sizes`` with ``--add-to`` splits the work over runs on the same setup. The book's Performance page is generated from these files (``benchmarks/report.py``).
+take over ten minutes; ``--sizes`` with ``--add-to`` splits the work over runs on the same setup. The book's
+Performance page is generated from these files (``benchmarks/report.py``).
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ SIZES = {
                        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
                        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), dropout=0.1),
         minidiff=md.unet.PRESETS["ddpm-cifar10"],
-        cpu=dict(train_batch=8, train_steps=1, train_repeats=5, sample_steps=1, sample_repeats=5),
+        cpu=dict(train_batch=8, train_steps=1, train_repeats=9, sample_steps=1, sample_repeats=5),
         cuda=dict(train_batch=128, train_steps=10, train_repeats=5, sample_repeats=3),
     ),
 }
@@ -465,7 +466,8 @@ def ablation(device: torch.device, args) -> dict:
         f"{k} {median(out['cifar_attention_heads_forward'][k]['wall_s']) * 1e3:.0f} ms" for k in heads), flush=True)
 
     # The upsampling convolution by phase (taken on the CPU only), on the 35.7M model: its upsamplings run at up
-    # to 256 channels and 32 px, where the saved arithmetic shows. Forward at batch 16, training at batch 8.
+    # to 256 channels and 32 px, where the saved arithmetic shows. Forward at batch 16, training at batch 8. The
+    # difference is a few percent of the whole model, so both get more repeats than the other ablations.
     if device.type == "cpu":
         plain = build(size, "minidiff", device)
         for module in plain.modules():
@@ -474,9 +476,9 @@ def ablation(device: torch.device, args) -> dict:
         models = {"upsample, then 3x3 conv": plain, "by phase": build(size, "minidiff", device)}
         fns = {name: forward_and_train(m, size, 16, True)[0] for name, m in models.items()}
         phase = {"min_pixels": md.unet.Upsample.PHASE_MIN_PIXELS,
-                 "forward": {"batch": 16, **interleaved(fns, repeats=max(repeats - 1, 2), warmup=1, device=device)}}
+                 "forward": {"batch": 16, **interleaved(fns, repeats=2 * repeats + 1, warmup=1, device=device)}}
         fns = {name: forward_and_train(m, size, 8, True)[1] for name, m in models.items()}
-        phase["forward_backward"] = {"batch": 8, **interleaved(fns, repeats=repeats + 2, warmup=1, device=device)}
+        phase["forward_backward"] = {"batch": 8, **interleaved(fns, repeats=3 * repeats, warmup=1, device=device)}
         out["cifar_upsample_by_phase"] = phase
         print(f"  {size} upsampling: " + "; ".join(
             f"{what} (batch {phase[what]['batch']}): "
@@ -605,7 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile-train", action=argparse.BooleanOptionalAction, default=True,
                    help="with --compile, also time a compiled training step (compiling it takes a minute or two)")
     p.add_argument("--bf16", action="store_true",
-                   help="bfloat16 autocast in training and sampling, both libraries (CUDA); writes <device>-bf16-<date>")
+                   help="bfloat16 autocast in training and sampling, both libraries (CUDA); "
+                        "writes <device>-bf16-<date>.json")
     p.add_argument("--no-ablation", action="store_true", help="skip the one-change-at-a-time measurements")
     p.add_argument("--no-memory", action="store_true", help="skip the CPU memory probes (two processes per size)")
     p.add_argument("--thread-probe", action=argparse.BooleanOptionalAction, default=True,
