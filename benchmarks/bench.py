@@ -1,6 +1,6 @@
 """minidiff against diffusers, in one run on one machine: training speed, sampling time, peak memory.
 
-    python benchmarks/bench.py --device cpu          # about 7 minutes on one core of the development machine
+    python benchmarks/bench.py --device cpu          # 6 to 8 minutes on one core of the development machine
     python benchmarks/bench.py --device cuda         # full DDPM-1000 and DDIM-50 runs, plus the compiled paths
 
 Both libraries get the same work: the same parameter count (within 10%), resolution, batch, precision and

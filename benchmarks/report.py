@@ -447,7 +447,7 @@ def page(results: Path = RESULTS) -> str:
            "CPU or a free GPU. The benchmark measures minidiff against the reference implementation, "
            "[diffusers](https://github.com/huggingface/diffusers), in one run on one machine:", "",
            "```bash",
-           "python benchmarks/bench.py --device cpu    # about 6 minutes on one core",
+           "python benchmarks/bench.py --device cpu    # 6 to 8 minutes on one core",
            "python benchmarks/bench.py --device cuda   # on a GPU: full sampling runs and the compiled paths",
            "python benchmarks/bench.py --device cuda --bf16   # the same in bfloat16 autocast, both libraries",
            "python benchmarks/report.py                # rewrite this page from the newest results",
