@@ -240,7 +240,7 @@ def _train(config: TrainConfig, env: "_Env", resume: bool, data, progress: bool)
     # Model, EMA and optimizer: the same initial weights on every process.
     torch.manual_seed(config.seed)
     sched = NoiseSchedule.from_name(config.schedule, T=config.T)
-    model = make_model(config, tuple(x.shape[1:]), num_classes).to(device)
+    model = fast_layout(make_model(config, tuple(x.shape[1:]), num_classes).to(device))
     ema = EMA(model, config.ema_decay)
     opt = make_optimizer(model, config, device)
     torch.manual_seed(_seed(config.seed, rank, stream=2))               # dropout masks differ per process
@@ -331,6 +331,14 @@ def make_model(config: TrainConfig, sample_shape: tuple[int, ...], num_classes: 
         return MLPDenoiser(dim=sample_shape[0], num_classes=num_classes, **config.model_kwargs)
     return UNet.from_preset(config.model, in_channels=sample_shape[0], num_classes=num_classes,
                             **config.model_kwargs)
+
+
+def fast_layout(model: torch.nn.Module) -> torch.nn.Module:
+    """A U-Net on the CPU in channels-last memory format, where oneDNN's convolutions run faster (the book's
+    Performance page measures it); anything else unchanged. On a GPU, NCHW measured faster in bf16 eager training.
+    The function is the same either way; its inputs and outputs follow the weights' layout."""
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    return model.to(memory_format=torch.channels_last) if on_cpu and isinstance(model, UNet) else model
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:

@@ -4,6 +4,7 @@ Runs are tiny (an MLP on 2D data, a few-channel U-Net on 8x8 images) and single-
 fastest on one thread, and the CI machine's two cores are shared.
 """
 import dataclasses
+import importlib
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 from minidiff.checkpoint import load_model
 from minidiff.data import toy_2d
 from minidiff.mlp import MLPDenoiser
-from minidiff.train import TrainConfig, lr_at, make_optimizer, train
+from minidiff.train import CHECKPOINT_NAME, TrainConfig, lr_at, make_optimizer, train
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,6 +54,25 @@ def _images(n=48, size=8, classes=3, seed=0):
 
 
 UNET_KW = dict(base_channels=8, channel_mults=[1, 2], attention_levels=[False, True], num_groups=4)
+
+
+def test_unet_trains_in_channels_last_on_the_cpu_and_computes_what_nchw_does(tmp_path, monkeypatch):
+    """train() keeps a U-Net on the CPU in channels-last memory (faster convolutions there): the same losses as
+    the NCHW layout to float32 rounding, and a checkpoint that loads into a plain model."""
+    kw = dict(dataset="fashion-mnist", model="tiny", model_kwargs=UNET_KW, batch_size=16, steps=5, warmup=0,
+              checkpoint_every=5)
+    fast = train(toy_config(tmp_path / "cl", **kw), data=_images(), progress=False)
+    monkeypatch.setattr(importlib.import_module("minidiff.train"), "fast_layout", lambda model: model)
+    plain = train(toy_config(tmp_path / "nchw", **kw), data=_images(), progress=False)
+    for model in (fast.model, fast.ema_model):
+        kernels = [p for p in model.parameters() if p.ndim == 4]
+        assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    assert not any(p.is_contiguous(memory_format=torch.channels_last) for p in plain.model.parameters()
+                   if p.ndim == 4 and p.shape[1] > 1 and p.shape[-1] > 1)   # NCHW kernels: the layouts differ
+    torch.testing.assert_close(torch.tensor(fast.losses), torch.tensor(plain.losses), rtol=1e-4, atol=1e-5)
+    loaded = load_model(tmp_path / "cl" / "run" / CHECKPOINT_NAME, device="cpu")[0]
+    for a, b in zip(loaded.state_dict().values(), fast.ema_model.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("kind", ["mlp", "conditional-unet"])
