@@ -390,7 +390,7 @@ def section(res: dict, title: str) -> list[str]:
                    if any("minidiff-compiled" in r["train"] for r in res["sizes"].values()) else ""), ""]
     if any("minidiff-nchw" in r["train"] for r in res["sizes"].values()):
         out += ["The *minidiff eager, NCHW* rows train the same eager model in PyTorch's default memory format, "
-                "as `minidiff.train` does; the other minidiff rows use channels-last.", ""]
+                "as `minidiff.train` does on a GPU; the other minidiff rows use channels-last, as it does on the CPU.", ""]
     if unfinished(res):
         out += ["**Not measured in this run:** " + ", ".join(LABELS.get(s, s) for s in unfinished(res))
                 + ". The run was stopped by its time limit before that size finished; the sizes above are "
@@ -504,8 +504,8 @@ def page(results: Path = RESULTS) -> str:
             "## Settings for your own machine", "",
             threads_advice(cpu),
             "- **Channels-last.** `model.to(memory_format=torch.channels_last)` before training or sampling a "
-            "`UNet` on the CPU (measured above; inputs follow the weights' format). On a GPU, measure before "
-            "converting: " + gpu_layout_advice(cuda_bf16),
+            "`UNet` on the CPU (measured above; inputs follow the weights' format); `minidiff.train` does it for "
+            "you there. On a GPU, measure before converting: " + gpu_layout_advice(cuda_bf16),
             "- **Compiled sampling on a GPU.** `ddim_sample(minidiff.samplers.CompiledModel(model.eval()), ...)`; "
             "the first call compiles, later steps replay a CUDA graph. Eager stays the default: it is the code "
             "the chapters read.", ""]
