@@ -307,8 +307,7 @@ def bench_size(size: str, device: torch.device, args) -> dict:
     B = plan["train_batch"]
     print(f"\n{size}: {params['diffusers']:,} vs {params['minidiff']:,} parameters; training batch {B}", flush=True)
 
-    # Training images per second. On CUDA also minidiff in NCHW (cuDNN's GroupNorm takes NCHW only, so
-    # channels-last activations are copied to NCHW and back around every normalisation there).
+    # Training images per second. On CUDA also minidiff in NCHW, the layout minidiff.train uses there.
     steps = {lib: train_step(lib, m, size, B, device, args.bf16) for lib, m in models.items()}
     if device.type == "cuda":
         steps["minidiff-nchw"] = train_step("minidiff", build(size, "minidiff", device, channels_last=False),
