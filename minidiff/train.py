@@ -291,6 +291,8 @@ def _train(config: TrainConfig, env: "_Env", resume: bool, data, progress: bool)
         if sample_now or save_now:
             clock = time.perf_counter()                                  # rates exclude sampling and saving
     bar.close()
+    for m in (model, ema.model):      # hand back plain NCHW models: their outputs then allow .view() as usual
+        m.to(memory_format=torch.contiguous_format)
     return TrainResult(model.eval(), ema.model, sched, losses, ckpt_path)
 
 
@@ -336,7 +338,8 @@ def make_model(config: TrainConfig, sample_shape: tuple[int, ...], num_classes: 
 def fast_layout(model: torch.nn.Module) -> torch.nn.Module:
     """A U-Net on the CPU in channels-last memory format, where oneDNN's convolutions run faster (the book's
     Performance page measures it); anything else unchanged. On a GPU, NCHW measured faster in bf16 eager training.
-    The function is the same either way; its inputs and outputs follow the weights' layout."""
+    The function is the same either way; its inputs and outputs follow the weights' layout. :func:`train` uses it
+    while it trains and returns NCHW models."""
     on_cpu = next(model.parameters()).device.type == "cpu"
     return model.to(memory_format=torch.channels_last) if on_cpu and isinstance(model, UNet) else model
 

@@ -57,19 +57,28 @@ UNET_KW = dict(base_channels=8, channel_mults=[1, 2], attention_levels=[False, T
 
 
 def test_unet_trains_in_channels_last_on_the_cpu_and_computes_what_nchw_does(tmp_path, monkeypatch):
-    """train() keeps a U-Net on the CPU in channels-last memory (faster convolutions there): the same losses as
-    the NCHW layout to float32 rounding, and a checkpoint that loads into a plain model."""
+    """train() keeps a U-Net on the CPU in channels-last memory while it trains (faster convolutions there): the
+    same losses as the NCHW layout to float32 rounding, plain NCHW models handed back, and a checkpoint that
+    loads."""
+    train_module = importlib.import_module("minidiff.train")
     kw = dict(dataset="fashion-mnist", model="tiny", model_kwargs=UNET_KW, batch_size=16, steps=5, warmup=0,
               checkpoint_every=5)
+    original, seen = train_module.fast_layout, []
+
+    def recording(model):                                   # the kernels' layouts as training starts
+        model = original(model)
+        seen.extend(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters()
+                    if p.ndim == 4 and p.shape[1] > 1 and p.shape[-1] > 1)   # (kernels where the layouts differ)
+        return model
+
+    monkeypatch.setattr(train_module, "fast_layout", recording)
     fast = train(toy_config(tmp_path / "cl", **kw), data=_images(), progress=False)
-    monkeypatch.setattr(importlib.import_module("minidiff.train"), "fast_layout", lambda model: model)
+    assert seen and all(seen)
+    monkeypatch.setattr(train_module, "fast_layout", lambda model: model)
     plain = train(toy_config(tmp_path / "nchw", **kw), data=_images(), progress=False)
-    for model in (fast.model, fast.ema_model):
-        kernels = [p for p in model.parameters() if p.ndim == 4]
-        assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
-    assert not any(p.is_contiguous(memory_format=torch.channels_last) for p in plain.model.parameters()
-                   if p.ndim == 4 and p.shape[1] > 1 and p.shape[-1] > 1)   # NCHW kernels: the layouts differ
     torch.testing.assert_close(torch.tensor(fast.losses), torch.tensor(plain.losses), rtol=1e-4, atol=1e-5)
+    for model in (fast.model, fast.ema_model):
+        assert all(p.is_contiguous() for p in model.parameters())
     loaded = load_model(tmp_path / "cl" / "run" / CHECKPOINT_NAME, device="cpu")[0]
     for a, b in zip(loaded.state_dict().values(), fast.ema_model.state_dict().values()):
         assert torch.equal(a, b)
