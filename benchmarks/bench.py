@@ -372,24 +372,29 @@ def bench_size(size: str, device: torch.device, args) -> dict:
     return result
 
 
+def path_suffix(name: str) -> str:
+    """The ratio-key suffix of a minidiff path: "" for "minidiff", "_compiled" for "minidiff-compiled"."""
+    return "" if name == "minidiff" else "_" + name.split("-", 1)[1]
+
+
 def ratios(r: dict) -> dict:
     """minidiff / diffusers speed-ups (> 1 is minidiff faster) and the memory ratio (< 1 is minidiff smaller)."""
     out = {}
     for name in [k for k in r["train"] if k != "diffusers"]:
-        suffix = "" if name == "minidiff" else "_" + name.split("-", 1)[1]
+        suffix = path_suffix(name)
         out["train_images_per_s" + suffix] = r["train"][name]["images_per_s"] / r["train"]["diffusers"]["images_per_s"]
         out["train_images_per_s_cpu_time" + suffix] = (r["train"][name]["images_per_s_cpu_time"]
                                                        / r["train"]["diffusers"]["images_per_s_cpu_time"])
     for sampler, key in (("ddpm", "ddpm_1000_seconds"), ("ddim", "ddim_50_seconds")):
         for name in [k for k in r[sampler] if k != "diffusers"]:
-            suffix = "" if name == "minidiff" else "_" + name.split("-", 1)[1]
+            suffix = path_suffix(name)
             out[key + suffix] = r[sampler]["diffusers"]["seconds"] / r[sampler][name]["seconds"]
             out[key + "_cpu_time" + suffix] = (r[sampler]["diffusers"]["seconds_cpu_time"]
                                                / r[sampler][name]["seconds_cpu_time"])
     for key in ("train_peak_memory_bytes", "train_peak_rss_delta_bytes", "sample_peak_memory_bytes"):
         mem = r.get(key) or {}
         for name in [k for k in mem if k != "diffusers"]:
-            suffix = "" if name == "minidiff" else "_" + name.split("-", 1)[1]
+            suffix = path_suffix(name)
             if mem["diffusers"] and mem[name] is not None:
                 out[key.replace("_bytes", "") + "_minidiff_over_diffusers" + suffix] = mem[name] / mem["diffusers"]
     return out

@@ -122,10 +122,9 @@ def met_by(res: dict, size: str, key: str) -> str | None:
     if target is None:
         return ""
     if key == "train_peak_memory":
-        found = [(name, ratios.get("train_peak_memory_minidiff_over_diffusers" + suffix))
-                 for suffix, _, name in PATHS]
-        found = [(name, r) for name, r in found if r is not None]
-        return next((name for name, r in found if r <= target), None) if found else ""
+        found = {name: ratios["train_peak_memory_minidiff_over_diffusers" + suffix] for suffix, _, name in PATHS
+                 if "train_peak_memory_minidiff_over_diffusers" + suffix in ratios}
+        return next((name for name, r in found.items() if r <= target), None) if found else ""
     return next((name for suffix, _, name in PATHS if ratios.get(key + suffix, 0) >= target), None)
 
 
@@ -138,12 +137,12 @@ def results_table(res: dict) -> list[str]:
     for size, r in sizes(res):
         name = LABELS.get(size, size)
         B = r["plan"]["train_batch"]
-        lines = []   # (label, diffusers value, minidiff value, ratio key)
+        lines = []   # (label, diffusers value, minidiff value, ratio key without the path suffix, path suffix)
         for suffix, raw, path in PATHS:
             if raw in r["train"]:
                 lines.append((f"training, batch {B} (images/s)" + (f", minidiff {path}" if suffix else ""),
                               r["train"]["diffusers"]["images_per_s"], r["train"][raw]["images_per_s"],
-                              "train_images_per_s" + suffix))
+                              "train_images_per_s", suffix))
         for sampler, key in SAMPLER_KEYS:
             s = r[sampler]["minidiff"]
             how = "s" if s["steps_timed"] == s["steps"] else f"s, per-step time × {s['steps']}"
@@ -151,25 +150,23 @@ def results_table(res: dict) -> list[str]:
                 if raw in r[sampler]:
                     lines.append((f"{sampler.upper()}-{s['steps']}, 64 images ({how})"
                                   + (f", minidiff {path}" if suffix else ""),
-                                  r[sampler]["diffusers"]["seconds"], r[sampler][raw]["seconds"], key + suffix))
+                                  r[sampler]["diffusers"]["seconds"], r[sampler][raw]["seconds"], key, suffix))
         for mem_key, label in (("train_peak_memory_bytes", f"peak GPU memory, training batch {B} (MiB)"),
                                ("train_peak_rss_delta_bytes", f"peak RSS growth, training batch {B} (MiB)")):
             mem = r.get(mem_key) or {}
             for suffix, raw, path in PATHS:
                 if mem.get("diffusers") and mem.get(raw) is not None:
                     lines.append((label + (f", minidiff {path}" if suffix else ""), mem["diffusers"] / 2**20,
-                                  mem[raw] / 2**20, mem_key))
-        for label, d, m, key in lines:
+                                  mem[raw] / 2**20, mem_key, suffix))
+        for label, d, m, key, suffix in lines:
             if key.endswith("_bytes"):
                 ratio = m / d
                 target = targets.get("train_peak_memory") if "memory_bytes" in key else None
                 shown, cpu_time = f"{ratio:.2f}× the memory", ""
                 met = "" if target is None else ("yes" if ratio <= target else "**no**")
             else:
-                suffix = next(sfx for sfx, _, _ in reversed(PATHS) if key.endswith(sfx))
-                base = key.removesuffix(suffix) if suffix else key
-                ratio, target = r["ratios"][key], targets.get(base)
-                shown, cpu_time = f"**{ratio:.2f}×**", f"{r['ratios'][base + '_cpu_time' + suffix]:.2f}×"
+                ratio, target = r["ratios"][key + suffix], targets.get(key)
+                shown, cpu_time = f"**{ratio:.2f}×**", f"{r['ratios'][key + '_cpu_time' + suffix]:.2f}×"
                 met = "" if target is None else ("yes" if ratio >= target else "**no**")
             rows.append(f"| {name} | {label} | {fmt(d)} | {fmt(m)} | {shown} | "
                         + (f"{cpu_time} | " if on_cpu else "")
@@ -390,9 +387,11 @@ def section(res: dict, title: str) -> list[str]:
                    if any("minidiff-compiled" in r["train"] for r in res["sizes"].values()) else ""), ""]
     if any("minidiff-nchw" in r["train"] for r in res["sizes"].values()):
         out += ["The *minidiff eager, NCHW* rows train the same eager model in PyTorch's default memory format, "
-                "as `minidiff.train` does on a GPU; the other minidiff rows use channels-last, as it does on the CPU.", ""]
-    if unfinished(res):
-        out += ["**Not measured in this run:** " + ", ".join(LABELS.get(s, s) for s in unfinished(res))
+                "as `minidiff.train` does on a GPU; the other minidiff rows use channels-last, as it does on the "
+                "CPU.", ""]
+    missing = unfinished(res)
+    if missing:
+        out += ["**Not measured in this run:** " + ", ".join(LABELS.get(s, s) for s in missing)
                 + ". The run was stopped by its time limit before that size finished; the sizes above are "
                 "complete.", ""]
     status = {(size, key): met_by(res, size, key) for size, _ in sizes(res) for key in res["targets"]}
