@@ -201,46 +201,39 @@ def upsample_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), weight, bias, padding=1)
 
 
-# Along one axis, output row 2i + a of the 3x3 convolution reads upsampled rows 2i + a - 1 .. 2i + a + 1, which
-# are copies of input rows i-1, i, i (a = 0) or i, i, i+1 (a = 1). Taps that land on the same input row add up,
-# leaving two: weights (w0, w1 + w2) on input rows (i-1, i), or (w0 + w1, w2) on rows (i, i+1). _FOLD[a] maps
-# the three taps to those two.
-_FOLD = ((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0))      # (a, tap, 3)
+# Nearest-neighbour x2 then a 3x3 convolution is a linear map from the input to the output, and a stride-2
+# transposed convolution with a 4x4 kernel computes exactly such maps. Along one axis, output row 2i + a reads
+# upsampled rows 2i + a - 1 .. 2i + a + 1, which are copies of input rows i-1, i, i (a = 0) or i, i, i+1 (a = 1),
+# so taps that land on the same input row add up. A transposed convolution (stride 2, padding 1) sends input row i
+# to output rows 2i - 1 .. 2i + 2 through its taps k = 0 .. 3; by the rule above they carry the 3x3 taps
+# (w0, w1, w2) as w2, w1 + w2, w0 + w1 and w0. _TAPS holds that map, one row per transposed tap.
+_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))      # (4, 3)
 
 
-def upsample_conv_by_phase(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """:func:`upsample_conv` without building the upsampled image: the same function, 2.25x fewer operations.
+def upsample_conv_transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """:func:`upsample_conv` as one stride-2 transposed convolution: the same function, 2.25x fewer operations.
 
-    The output pixels (2i + a, 2j + b) of one phase (a, b) are a 2x2 convolution of the input, whose kernel sums
-    the 3x3 taps that read the same input pixel (see ``_FOLD``). The four phases' convolutions at the input
-    resolution cost 4 x 4 multiply-adds per input pixel and channel pair, where the 3x3 convolution of the
-    upsampled image costs 4 x 9; each phase is written straight into its places of the output, and the
-    upsampled image (4x the input) is never built. The output has the input's memory layout."""
-    B, C, H, W = x.shape
-    fold = weight.new_tensor(_FOLD)                                            # (2, 2, 3)
-    kernels = torch.einsum("aik,bjl,ockl->abocij", fold, fold, weight)         # (2, 2, C_out, C, 2, 2)
-    x = F.pad(x, (1, 1, 1, 1))                                                 # (B, C, H + 2, W + 2)
-    phases = [[F.conv2d(x[:, :, a:a + H + 1, b:b + W + 1], kernels[a, b], bias) for b in (0, 1)]
-              for a in (0, 1)]                                                 # (B, C_out, H, W) each
-    C_out, like = weight.shape[0], phases[0][0]
-    if like.is_contiguous(memory_format=torch.channels_last):                  # (B, C_out, H, 2, W, 2) ...
-        out = like.new_empty(B, H, 2, W, 2, C_out).permute(0, 5, 1, 2, 3, 4)   # ... in channels-last memory
-    else:
-        out = like.new_empty(B, C_out, H, 2, W, 2)
-    for a, b in ((0, 0), (0, 1), (1, 0), (1, 1)):
-        out[:, :, :, a, :, b] = phases[a][b]
-    return out.view(B, C_out, 2 * H, 2 * W)                                    # (B, C_out, 2H, 2W)
+    The 4x4 kernel sums, per axis, the 3x3 taps that read the same input pixel (see ``_TAPS``). It costs 16
+    multiply-adds per input pixel and channel pair where the 3x3 convolution of the upsampled image costs 4 x 9,
+    and the upsampled image (4x the input) is never built. The output has the input's memory layout."""
+    taps = weight.new_tensor(_TAPS)                                            # (4, 3)
+    kernel = torch.einsum("kr,ls,oirs->iokl", taps, taps, weight)             # (C, C_out, 4, 4)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        kernel = kernel.contiguous(memory_format=torch.channels_last)
+    return F.conv_transpose2d(x, kernel, bias, stride=2, padding=1)           # (B, C_out, 2H, 2W)
 
 
 class Upsample(nn.Module):
     """Nearest-neighbour x2 then a 3x3 conv: (B, C, H, W) -> (B, C, 2H, 2W).
 
-    On the CPU, batches of at least ``PHASE_MIN_PIXELS`` input pixels (B * H * W) take
-    :func:`upsample_conv_by_phase`, the same function with 2.25x fewer operations; below that, four small
-    convolutions cost more than they save. Elsewhere (GPU) the plain upsample-then-convolve path runs.
+    On the CPU, inputs of at least ``TRANSPOSED_MIN_PIXELS`` pixels (B * H * W) and ``TRANSPOSED_MIN_SIDE`` rows
+    and columns take :func:`upsample_conv_transposed`, the same function with 2.25x fewer operations; on smaller
+    ones oneDNN's transposed convolution is slower than the plain path (measured on the benchmark machine).
+    Elsewhere (GPU) the plain upsample-then-convolve path runs.
     """
 
-    PHASE_MIN_PIXELS = 2048
+    TRANSPOSED_MIN_PIXELS = 512
+    TRANSPOSED_MIN_SIDE = 7
 
     def __init__(self, ch: int):
         super().__init__()
@@ -248,8 +241,9 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, _, H, W = x.shape
-        by_phase = x.device.type == "cpu" and B * H * W >= self.PHASE_MIN_PIXELS
-        return (upsample_conv_by_phase if by_phase else upsample_conv)(x, self.conv.weight, self.conv.bias)
+        transposed = x.device.type == "cpu" and B * H * W >= self.TRANSPOSED_MIN_PIXELS and \
+            min(H, W) >= self.TRANSPOSED_MIN_SIDE
+        return (upsample_conv_transposed if transposed else upsample_conv)(x, self.conv.weight, self.conv.bias)
 
 
 class UNet(nn.Module):
