@@ -39,7 +39,7 @@ import torch.nn.functional as F
 import minidiff as md
 from minidiff.evaluate import cpu_model
 from minidiff.samplers import CompiledModel
-from minidiff.train import TrainConfig, make_optimizer
+from minidiff.train import AdamW, TrainConfig, make_optimizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLE_IMAGES = 64
@@ -76,7 +76,9 @@ SIZES = {
 
 # The U-Net code paths this version of the benchmark measures (the Performance page notes results without them).
 UNET_PATHS = ["attention projections as matrix products over the channels", "SiLU out of place under autograd",
-              "dropout masks from uniform draws on the CPU", "upsampling convolution by phase on the CPU"]
+              "dropout masks from uniform draws on the CPU",
+              "upsampling convolution as a stride-2 transposed convolution on the CPU",
+              "channels-last kernels handed to the fused AdamW as contiguous views"]
 
 TARGETS = {  # minidiff / diffusers, from the issue
     "cpu": {"train_images_per_s": 1.2, "ddpm_1000_seconds": 1.2, "ddim_50_seconds": 1.2},
@@ -469,25 +471,41 @@ def ablation(device: torch.device, args) -> dict:
     print(f"  {size} forward, batch {B}: " + ", ".join(
         f"{k} {median(out['cifar_attention_heads_forward'][k]['wall_s']) * 1e3:.0f} ms" for k in heads), flush=True)
 
-    # The upsampling convolution by phase (taken on the CPU only), on the 35.7M model: its upsamplings run at up
-    # to 256 channels and 32 px, where the saved arithmetic shows. Forward at batch 16, training at batch 8. The
-    # difference is a few percent of the whole model, so both get more repeats than the other ablations.
+    # The upsampling convolution as a transposed convolution (taken on the CPU only), on the 35.7M model: its
+    # upsamplings run at 256 channels and up to 32 px, where the saved arithmetic shows. Forward at batch 16,
+    # training at batch 8. The difference is a few percent of the whole model, so both get more repeats than the
+    # other ablations.
     if device.type == "cpu":
         plain = build(size, "minidiff", device)
         for module in plain.modules():
             if isinstance(module, md.unet.Upsample):
-                module.PHASE_MIN_PIXELS = float("inf")                   # always nearest x2, then the 3x3 conv
-        models = {"upsample, then 3x3 conv": plain, "by phase": build(size, "minidiff", device)}
+                module.TRANSPOSED_MIN_PIXELS = float("inf")              # always nearest x2, then the 3x3 conv
+        models = {"upsample, then 3x3 conv": plain, "transposed convolution": build(size, "minidiff", device)}
         fns = {name: forward_and_train(m, size, 16, True)[0] for name, m in models.items()}
-        phase = {"min_pixels": md.unet.Upsample.PHASE_MIN_PIXELS,
-                 "forward": {"batch": 16, **interleaved(fns, repeats=2 * repeats + 1, warmup=1, device=device)}}
+        up = {"min_pixels": md.unet.Upsample.TRANSPOSED_MIN_PIXELS, "min_side": md.unet.Upsample.TRANSPOSED_MIN_SIDE,
+              "forward": {"batch": 16, **interleaved(fns, repeats=2 * repeats + 1, warmup=1, device=device)}}
         fns = {name: forward_and_train(m, size, 8, True)[1] for name, m in models.items()}
-        phase["forward_backward"] = {"batch": 8, **interleaved(fns, repeats=3 * repeats, warmup=1, device=device)}
-        out["cifar_upsample_by_phase"] = phase
+        up["forward_backward"] = {"batch": 8, **interleaved(fns, repeats=3 * repeats, warmup=1, device=device)}
+        out["cifar_upsample_transposed"] = up
         print(f"  {size} upsampling: " + "; ".join(
-            f"{what} (batch {phase[what]['batch']}): "
-            + ", ".join(f"{k} {median(phase[what][k]['wall_s']) * 1e3:.0f} ms" for k in models)
+            f"{what} (batch {up[what]['batch']}): "
+            + ", ".join(f"{k} {median(up[what][k]['wall_s']) * 1e3:.0f} ms" for k in models)
             for what in ("forward", "forward_backward")), flush=True)
+        out["optimizer_step"] = optimizer_step(size, device, repeats)
+    return out
+
+
+def optimizer_step(size: str, device: torch.device, repeats: int) -> dict:
+    """One optimizer step on the parameters of ``size`` (channels-last): torch's fused AdamW, which copies each
+    channels-last kernel before its update, against minidiff's, which hands the kernel contiguous views."""
+    model = build(size, "minidiff", device)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)                                      # in the parameter's layout
+    opts = {"torch.optim.AdamW": torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True),
+            "minidiff.train.AdamW": AdamW(model.parameters(), lr=1e-4, fused=True)}
+    out = interleaved({k: opt.step for k, opt in opts.items()}, repeats=3 * repeats, warmup=1, device=device)
+    print(f"  {size} optimizer step: " + ", ".join(f"{k} {median(v['wall_s']) * 1e3:.1f} ms" for k, v in out.items()),
+          flush=True)
     return out
 
 

@@ -285,8 +285,8 @@ def ablation(res: dict) -> list[str]:
                    f"{a['batch']} and 28 px each kernel takes microseconds, so the time per call is mostly kernel "
                    "launches and Python, and minidiff's blocks issue fewer operations (in-place activations and "
                    "additions, one fused attention call) — the likely reason.")
-    # Runs that list the U-Net's current code paths, or measured the CPU-only upsampling by phase, used them all.
-    if res["method"].get("minidiff_unet_paths") or "cifar_upsample_by_phase" in a:
+    # Runs that list the U-Net's code paths used them all.
+    if res["method"].get("minidiff_unet_paths"):
         out.append("- **Not measured separately here:** in-place residual additions in the U-Net, and in-place "
                    "SiLU when no gradient is recorded (fewer fresh activation buffers: on the CPU a buffer above "
                    "glibc's 32 MB mmap threshold costs page faults on every allocation, which matters for the 35.7M "
@@ -328,23 +328,30 @@ def ablation(res: dict) -> list[str]:
                 f"`google/ddpm-cifar10-32`, minidiff's forward pass is {med(items[1][1]['wall_s']) / base:.2f}× as "
                 f"fast: there both libraries spend most of the time in the same {'cuDNN' if on_gpu else 'oneDNN'} "
                 "convolutions. The table above uses diffusers' default, as the Hugging Face course does."]
-    up = a.get("cifar_upsample_by_phase")
+    up = a.get("cifar_upsample_transposed")
     if up:
         def times(r: dict) -> tuple[float, float]:
-            return med(r["upsample, then 3x3 conv"]["wall_s"]) * 1e3, med(r["by phase"]["wall_s"]) * 1e3
+            return med(r["upsample, then 3x3 conv"]["wall_s"]) * 1e3, med(r["transposed convolution"]["wall_s"]) * 1e3
         (f0, f1), (t0, t1) = times(up["forward"]), times(up["forward_backward"])
-        out += ["", "**The upsampling convolution by phase.** After nearest-neighbour ×2 upsampling, a 3×3 "
-                "convolution reads each input pixel up to four times, so every output pixel depends on a 2×2 "
-                "block of input pixels only, through one of four 2×2 kernels (the sums of the 3×3 taps that land "
-                "on the same input pixel), chosen by the output pixel's row and column parity. minidiff's "
-                "`Upsample` runs those four 2×2 convolutions at the input resolution on the CPU: 16 instead of "
+        out += ["", "**The upsampling convolution as a transposed convolution.** After nearest-neighbour ×2 "
+                "upsampling, a 3×3 convolution reads each input pixel up to four times, and the taps that land on "
+                "the same input pixel add up: the whole operation is a stride-2 transposed convolution with a 4×4 "
+                "kernel built from the 3×3 one. minidiff's `Upsample` runs it that way on the CPU: 16 instead of "
                 "36 multiply-adds per input pixel and channel pair, and no upsampled image 4× the input's size. "
                 f"On the 35.7M model, whose upsamplings run at 256 channels: forward pass (batch "
                 f"{up['forward']['batch']}) {f0:,.0f} → {f1:,.0f} ms, {f0 / f1:.2f}× as fast; forward+backward "
                 f"(batch {up['forward_backward']['batch']}) {t0:,.0f} → {t1:,.0f} ms, {t0 / t1:.2f}×. It is the "
-                "same function (the test suite compares values and gradients with the plain path). Batches under "
-                f"{up['min_pixels']:,} input pixels (B·H·W) keep the plain path, where four small calls cost more "
-                "than they save; so do GPUs, where it has not been measured."]
+                "same function (the test suite compares values and gradients with the plain path). Inputs under "
+                f"{up['min_pixels']:,} pixels (B·H·W) or under {up['min_side']} pixels a side keep the plain path, "
+                "where oneDNN's transposed convolution measured slower; so do GPUs, where it has not been measured."]
+    opt = a.get("optimizer_step")
+    if opt:
+        slow, fast = (med(opt[k]["wall_s"]) * 1e3 for k in ("torch.optim.AdamW", "minidiff.train.AdamW"))
+        out += ["", "**Channels-last kernels in the fused AdamW.** PyTorch's fused AdamW copies every non-contiguous "
+                "tensor to a contiguous one before its update, and a channels-last convolution kernel is not "
+                "contiguous; minidiff's `AdamW` hands it the permuted view that is, the same elements in the same "
+                f"memory. One optimizer step on the 35.7M model's parameters: {slow:,.1f} → {fast:,.1f} ms, "
+                f"{slow / fast:.2f}× as fast."]
     return out
 
 
@@ -404,7 +411,8 @@ def section(res: dict, title: str) -> list[str]:
             out += [f"**Met only with the {path} path:** " + "; ".join(only) + ".", ""]
     if missed:
         if res["device"] == "cpu":
-            why = ("The two libraries run the same convolutions (but for minidiff's upsampling by phase), which "
+            why = ("The two libraries run the same convolutions (but for minidiff's upsampling, which is a transposed"
+                   " convolution on the CPU), which "
                    "take most of the time; the ceiling and the measurements below show how little else is left to "
                    "win there in float32.")
         elif is_bf16(res):

@@ -1,5 +1,5 @@
 """The fast paths give the eager path's answer: cached schedule copies, batched guidance, channels-last and
-fused attention in the U-Net, the upsampling convolution by phase, SiLU and dropout on the CPU, and the compiled
+fused attention in the U-Net, the upsampling convolution as a transposed one, SiLU and dropout on the CPU, channels-last kernels in the fused AdamW, and the compiled
 model for the sampler loops. Speed itself is measured by ``benchmarks/bench.py``, never asserted here."""
 import gc
 import json
@@ -13,7 +13,8 @@ import minidiff as md
 from minidiff import schedules
 from minidiff.guidance import guided_eps
 from minidiff.samplers import CompiledModel
-from minidiff.unet import Dropout, SelfAttention, UNet, Upsample, _silu, upsample_conv, upsample_conv_by_phase
+from minidiff.unet import (Dropout, SelfAttention, UNet, Upsample, _silu, upsample_conv,
+                          upsample_conv_transposed)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -119,12 +120,12 @@ def test_attention_matches_the_formula(channels_last, ch, gen):
     assert out.is_contiguous(memory_format=layout)                      # the input's layout, kept
 
 
-# ---------------------------------------------------------------------------------------- upsampling by phase
+# ---------------------------------------------------------------------------------------- upsampling
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
-def test_upsample_conv_by_phase_is_upsample_then_conv(channels_last, bias, gen):
-    """Four 2x2 convolutions at the input resolution = nearest x2 then a 3x3 convolution: values and all three
-    gradients, in float64, on a non-square image with different input and output widths."""
+def test_upsample_conv_transposed_is_upsample_then_conv(channels_last, bias, gen):
+    """A stride-2 transposed convolution with the folded 4x4 kernel = nearest x2 then a 3x3 convolution: values
+    and all three gradients, in float64, on a non-square image with different input and output widths."""
     x = torch.randn(2, 3, 5, 7, generator=gen(0), dtype=torch.float64)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -134,7 +135,7 @@ def test_upsample_conv_by_phase_is_upsample_then_conv(channels_last, bias, gen):
     g = torch.randn(2, 4, 10, 14, generator=gen(3), dtype=torch.float64)
     expected = upsample_conv(x, w, b)
     expected_grads = torch.autograd.grad(expected, [x, w] + ([b] if bias else []), g)
-    out = upsample_conv_by_phase(x, w, b)
+    out = upsample_conv_transposed(x, w, b)
     grads = torch.autograd.grad(out, [x, w] + ([b] if bias else []), g)
     assert out.shape == (2, 4, 10, 14)
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -143,25 +144,29 @@ def test_upsample_conv_by_phase_is_upsample_then_conv(channels_last, bias, gen):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_upsample_takes_the_phase_path_for_large_cpu_batches(monkeypatch):
+def test_upsample_takes_the_transposed_path_for_large_enough_cpu_inputs(monkeypatch):
     calls = []
-    monkeypatch.setattr(md.unet, "upsample_conv_by_phase",
-                        lambda *a: calls.append("phase") or upsample_conv(*a))
+    monkeypatch.setattr(md.unet, "upsample_conv_transposed",
+                        lambda *a: calls.append("transposed") or upsample_conv(*a))
     up = Upsample(4)
-    small = Upsample.PHASE_MIN_PIXELS // 64 - 1                         # B * 8 * 8 pixels just under the bar
-    up(torch.zeros(small, 4, 8, 8))
-    assert calls == []
-    up(torch.zeros(small + 1, 4, 8, 8))
-    assert calls == ["phase"]
+    side = Upsample.TRANSPOSED_MIN_SIDE
+    batch = -(-Upsample.TRANSPOSED_MIN_PIXELS // side ** 2)             # the fewest images that reach the bar
+    for shape, taken in (((batch - 1, 4, side, side), False),           # too few pixels
+                         ((batch, 4, side, side), True),
+                         ((4 * batch, 4, side - 1, side + 1), False)):  # enough pixels, too few rows
+        calls.clear()
+        up(torch.zeros(shape))
+        assert calls == (["transposed"] if taken else []), shape
 
 
-def test_unet_with_and_without_the_phase_path_agrees(monkeypatch, gen):
-    """A whole U-Net, forward and parameter gradients, with the phase path forced on and forced off."""
+def test_unet_with_and_without_the_transposed_path_agrees(monkeypatch, gen):
+    """A whole U-Net, forward and parameter gradients, with the transposed path forced on and forced off."""
     x = torch.randn(3, 1, 16, 16, generator=gen(0))
     t, y = torch.tensor([5, 500, 995]), torch.tensor([1, 10, 4])
     results = []
     for bar in (0, math.inf):
-        monkeypatch.setattr(Upsample, "PHASE_MIN_PIXELS", bar)
+        monkeypatch.setattr(Upsample, "TRANSPOSED_MIN_PIXELS", bar)
+        monkeypatch.setattr(Upsample, "TRANSPOSED_MIN_SIDE", 0)
         model = _random_unet(num_classes=10, num_res_blocks=2).train()
         out = model(x, t, y)
         out.square().mean().backward()
@@ -273,11 +278,14 @@ def test_benchmark_models_are_matched():
 
 
 # ---------------------------------------------------------------------------------------- fused AdamW
-def test_cpu_optimizer_is_fused_and_matches_the_reference_adamw():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cpu_optimizer_is_fused_and_matches_the_reference_adamw(channels_last):
     from minidiff.train import TrainConfig, make_optimizer
 
     def run(make):
         model = _random_unet(num_classes=10)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
         opt = make(model)
         for step in range(3):
             x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(step))
@@ -292,6 +300,55 @@ def test_cpu_optimizer_is_fused_and_matches_the_reference_adamw():
         [{"params": [p for p in m.parameters() if p.ndim >= 2], "weight_decay": 0.1},
          {"params": [p for p in m.parameters() if p.ndim < 2], "weight_decay": 0.0}], lr=1e-3, foreach=False))
     assert torch.allclose(fast, slow, rtol=1e-5, atol=1e-7)
+    _, fused = run(lambda m: torch.optim.AdamW(
+        [{"params": [p for p in m.parameters() if p.ndim >= 2], "weight_decay": 0.1},
+         {"params": [p for p in m.parameters() if p.ndim < 2], "weight_decay": 0.0}], lr=1e-3, fused=True))
+    assert torch.equal(fast, fused)                           # the same kernel on the same numbers, bit for bit
+
+
+def _adam_steps(model, opt, steps: int, seed: int = 0):
+    for step in range(steps):
+        x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(seed + step))
+        loss = model(x, torch.full((4,), 5), torch.arange(4)).square().mean()
+        opt.zero_grad(), loss.backward(), opt.step()
+
+
+def test_channels_last_kernels_reach_the_fused_update_without_a_copy():
+    """torch's fused AdamW copies non-contiguous tensors first; minidiff's hands it contiguous views instead."""
+    from torch.profiler import profile
+
+    from minidiff.train import AdamW
+    model = _random_unet(num_classes=10).to(memory_format=torch.channels_last)
+    assert any(p.ndim == 4 and not p.is_contiguous() for p in model.parameters())
+    for make, copies in ((lambda ps: torch.optim.AdamW(ps, fused=True), True), (lambda ps: AdamW(ps, fused=True), False)):
+        opt = make(model.parameters())
+        _adam_steps(model, opt, 1)
+        with profile() as prof:
+            opt.step()
+        assert any(e.name == "aten::clone" for e in prof.events()) == copies
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_fused_update_is_right_when_the_moments_come_back_in_another_layout(amsgrad):
+    """Moments saved from an NCHW model (a GPU run) restored into a channels-last model: they are copied into the
+    parameters' layout, and the steps equal those of a run that never changed layout. (torch 2.13's fused CPU
+    kernel alone pairs the wrong elements there.)"""
+    from minidiff.train import AdamW
+    models = [_random_unet(num_classes=10).to(memory_format=torch.channels_last) for _ in range(2)]
+    opts = [AdamW(m.parameters(), lr=1e-3, fused=True, amsgrad=amsgrad) for m in models]
+    for m, opt in zip(models, opts):
+        _adam_steps(m, opt, 2)
+    state = opts[1].state_dict()
+    for s in state["state"].values():
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")[:3 if amsgrad else 2]:
+            s[key] = s[key].contiguous()
+    opts[1].load_state_dict(state)
+    assert not all(s["exp_avg"].is_contiguous(memory_format=torch.channels_last) for s in opts[1].state.values())
+    for m, opt in zip(models, opts):
+        _adam_steps(m, opt, 2, seed=2)
+    for a, b in zip(*(m.parameters() for m in models)):
+        assert torch.equal(a, b)
+    assert all(s["exp_avg"].stride() == p.stride() for p, s in opts[1].state.items())
 
 
 def test_report_keeps_float32_and_bf16_results_apart(tmp_path):
