@@ -328,6 +328,26 @@ def test_channels_last_kernels_reach_the_fused_update_without_a_copy():
         assert any(e.name == "aten::clone" for e in prof.events()) == copies
 
 
+def test_adamw_is_plain_torch_adamw_when_init_group_names_other_lists(monkeypatch):
+    """A torch whose ``_init_group`` has other parameter names: no views, the same steps as torch's AdamW."""
+    import inspect
+
+    from minidiff.train import AdamW
+    P = inspect.Parameter
+    monkeypatch.setattr(AdamW, "_SIGNATURE", inspect.Signature(
+        [P("self", P.POSITIONAL_OR_KEYWORD), P("group", P.POSITIONAL_OR_KEYWORD), P("lists", P.VAR_POSITIONAL)]))
+    models = [_random_unet(num_classes=10).to(memory_format=torch.channels_last) for _ in range(2)]
+    opts = [AdamW(models[0].parameters(), fused=True), torch.optim.AdamW(models[1].parameters(), fused=True)]
+    for m, opt in zip(models, opts):
+        _adam_steps(m, opt, 2)
+    for a, b in zip(*(m.parameters() for m in models)):
+        assert torch.equal(a, b)
+    from torch.profiler import profile
+    with profile() as prof:
+        opts[0].step()
+    assert any(e.name == "aten::clone" for e in prof.events())          # torch's own copies: no views were made
+
+
 @pytest.mark.parametrize("amsgrad", [False, True])
 def test_fused_update_is_right_when_the_moments_come_back_in_another_layout(amsgrad):
     """Moments saved from an NCHW model (a GPU run) restored into a channels-last model: they are copied into the
