@@ -8,7 +8,8 @@ number of threads, random images as data, warm-up calls excluded, the median of 
 libraries alternate, so a change in machine load hits both). diffusers is ``UNet2DModel`` with
 ``DDPMScheduler`` / ``DDIMScheduler``, constructed locally (no hub), driven by the loops of its
 ``DDPMPipeline`` / ``DDIMPipeline`` and of the Hugging Face diffusion course's training notebook.
-minidiff is ``UNet`` in channels-last memory format with ``eps_loss``, ``ddpm_sample`` and ``ddim_sample``.
+minidiff is ``UNet`` with ``eps_loss``, ``ddpm_sample`` and ``ddim_sample``, in the memory format that
+``minidiff.train`` uses on the device (channels-last on the CPU, NCHW on a GPU).
 
 Sampling on the CPU: 1000 steps of a U-Net take long there, so each sampler runs its real loop for a few steps
 and the time of 64 images is reported as the measured time per step times the number of steps. On CUDA the
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 import minidiff as md
 from minidiff.evaluate import cpu_model
 from minidiff.samplers import CompiledModel
-from minidiff.train import AdamW, TrainConfig, make_optimizer
+from minidiff.train import AdamW, TrainConfig, fast_layout, make_optimizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLE_IMAGES = 64
@@ -88,16 +89,24 @@ TARGETS = {  # minidiff / diffusers, from the issue
 
 
 # ------------------------------------------------------------------------------------------ models and steps
-def build(size: str, lib: str, device: torch.device, *, channels_last: bool = True, **overrides):
-    """The model of ``lib`` for ``size``, seeded, on ``device`` (minidiff in channels-last unless told)."""
+def build(size: str, lib: str, device: torch.device, *, channels_last: bool | None = None, **overrides):
+    """The model of ``lib`` for ``size``, seeded, on ``device``. minidiff's takes the memory format that
+    ``minidiff.train`` gives it on that device (channels-last on the CPU, NCHW on a GPU) unless told."""
     torch.manual_seed(0)
     spec = SIZES[size]
     if lib == "diffusers":
         from diffusers import UNet2DModel
-        model = UNet2DModel(**{**spec["diffusers"], **overrides}).to(device)
-    else:
-        model = md.UNet(**{**spec["minidiff"], **overrides}).to(device)
-    return model.to(memory_format=torch.channels_last) if channels_last and lib == "minidiff" else model
+        return UNet2DModel(**{**spec["diffusers"], **overrides}).to(device)
+    model = md.UNet(**{**spec["minidiff"], **overrides}).to(device)
+    if channels_last is None:
+        return fast_layout(model)
+    return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def is_channels_last(model) -> bool:
+    """Whether ``model``'s convolution kernels are stored channels-last (its inputs then follow)."""
+    return any(p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for p in model.parameters())
 
 
 def images(size: str, batch: int, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
@@ -115,7 +124,7 @@ def autocast(device: torch.device, bf16: bool):
 def train_step(lib: str, model, size: str, batch: int, device: torch.device, bf16: bool = False):
     """One closure = one optimizer step of DDPM's Algorithm 1, as each library's own training loop does it.
 
-    minidiff's images take the memory format of its weights (channels-last unless built without it)."""
+    minidiff's images take the memory format of its weights (see :func:`build`)."""
     model.train()
     gen = torch.Generator(device).manual_seed(2)
     if lib == "diffusers":
@@ -136,8 +145,7 @@ def train_step(lib: str, model, size: str, batch: int, device: torch.device, bf1
     else:
         sched = md.NoiseSchedule.linear(T=T)
         opt = make_optimizer(model, TrainConfig(lr=1e-4), device)   # minidiff's optimizer (fused on CUDA)
-        x0 = images(size, batch, device,
-                    channels_last=next(model.parameters()).is_contiguous(memory_format=torch.channels_last))
+        x0 = images(size, batch, device, channels_last=is_channels_last(model))
 
         def step():   # minidiff.train's step without gradient clipping and EMA (the course loop has neither)
             with autocast(device, bf16):
@@ -309,11 +317,11 @@ def bench_size(size: str, device: torch.device, args) -> dict:
     B = plan["train_batch"]
     print(f"\n{size}: {params['diffusers']:,} vs {params['minidiff']:,} parameters; training batch {B}", flush=True)
 
-    # Training images per second. On CUDA also minidiff in NCHW, the layout minidiff.train uses there.
+    # Training images per second. On CUDA also minidiff in channels-last, the layout it uses on the CPU.
     steps = {lib: train_step(lib, m, size, B, device, args.bf16) for lib, m in models.items()}
     if device.type == "cuda":
-        steps["minidiff-nchw"] = train_step("minidiff", build(size, "minidiff", device, channels_last=False),
-                                            size, B, device, args.bf16)
+        steps["minidiff-channels-last"] = train_step(
+            "minidiff", build(size, "minidiff", device, channels_last=True), size, B, device, args.bf16)
     if args.compile and args.compile_train:
         steps["minidiff-compiled"] = train_step("minidiff", torch.compile(models["minidiff"]), size, B, device,
                                                 args.bf16)
@@ -375,8 +383,8 @@ def bench_size(size: str, device: torch.device, args) -> dict:
 
 
 def path_suffix(name: str) -> str:
-    """The ratio-key suffix of a minidiff path: "" for "minidiff", "_compiled" for "minidiff-compiled"."""
-    return "" if name == "minidiff" else "_" + name.split("-", 1)[1]
+    """The ratio-key suffix of a minidiff path: "" for "minidiff", "_channels_last" for "minidiff-channels-last"."""
+    return "" if name == "minidiff" else "_" + name.split("-", 1)[1].replace("-", "_")
 
 
 def ratios(r: dict) -> dict:
@@ -430,8 +438,10 @@ def ablation(device: torch.device, args) -> dict:
         "minidiff NCHW, unfused (math) attention": (build(size, "minidiff", device, channels_last=False), False,
                                                     math_attention),
         "minidiff NCHW, fused attention": (build(size, "minidiff", device, channels_last=False), False, None),
-        "minidiff channels-last, fused attention": (build(size, "minidiff", device), True, None),
-        "minidiff channels-last, num_groups=32": (build(size, "minidiff", device, num_groups=32), True, None),
+        "minidiff channels-last, fused attention": (build(size, "minidiff", device, channels_last=True), True,
+                                                    None),
+        "minidiff channels-last, num_groups=32": (build(size, "minidiff", device, channels_last=True,
+                                                        num_groups=32), True, None),
         "diffusers": (build(size, "diffusers", device), False, None),
         "diffusers channels-last": (build(size, "diffusers", device).to(memory_format=torch.channels_last),
                                     True, None),
@@ -447,7 +457,7 @@ def ablation(device: torch.device, args) -> dict:
 
     # Classifier-free guidance: one call of 2B rows against two calls of B rows.
     model = build(size, "minidiff", device, num_classes=10).eval()
-    x = images(size, B, device, channels_last=True)
+    x = images(size, B, device, channels_last=is_channels_last(model))
     t = torch.full((B,), 500, device=device)
     y = torch.arange(B, device=device) % 10
     hidden = lambda x_t, t, y=None: model(x_t, t, y)                     # no num_classes: two calls  # noqa: E731
@@ -465,7 +475,7 @@ def ablation(device: torch.device, args) -> dict:
     heads = {"diffusers, heads of 8 channels (default)": build(size, "diffusers", device),
              "diffusers, one head (google/ddpm-cifar10-32)": build(size, "diffusers", device, attention_head_dim=None),
              "minidiff, heads of 32 channels": build(size, "minidiff", device)}
-    fns = {name: forward_and_train(m, size, B, isinstance(m, md.UNet))[0] for name, m in heads.items()}
+    fns = {name: forward_and_train(m, size, B, is_channels_last(m))[0] for name, m in heads.items()}
     out["cifar_attention_heads_forward"] = {"batch": B, **interleaved(fns, repeats=max(repeats - 1, 2), warmup=1,
                                                                        device=device)}
     print(f"  {size} forward, batch {B}: " + ", ".join(
@@ -481,10 +491,10 @@ def ablation(device: torch.device, args) -> dict:
             if isinstance(module, md.unet.Upsample):
                 module.TRANSPOSED_MIN_PIXELS = float("inf")              # always nearest x2, then the 3x3 conv
         models = {"upsample, then 3x3 conv": plain, "transposed convolution": build(size, "minidiff", device)}
-        fns = {name: forward_and_train(m, size, 16, True)[0] for name, m in models.items()}
+        fns = {name: forward_and_train(m, size, 16, is_channels_last(m))[0] for name, m in models.items()}
         up = {"min_pixels": md.unet.Upsample.TRANSPOSED_MIN_PIXELS, "min_side": md.unet.Upsample.TRANSPOSED_MIN_SIDE,
               "forward": {"batch": 16, **interleaved(fns, repeats=2 * repeats + 1, warmup=1, device=device)}}
-        fns = {name: forward_and_train(m, size, 8, True)[1] for name, m in models.items()}
+        fns = {name: forward_and_train(m, size, 8, is_channels_last(m))[1] for name, m in models.items()}
         up["forward_backward"] = {"batch": 8, **interleaved(fns, repeats=3 * repeats, warmup=1, device=device)}
         out["cifar_upsample_transposed"] = up
         print(f"  {size} upsampling: " + "; ".join(
@@ -672,7 +682,9 @@ def main(argv: list[str] | None = None) -> int:
                             "per-step time x steps: each sampler's real loop timed for a few steps"),
                "training": "one AdamW step on random images; diffusers: the course loop (add_noise, MSE); "
                            "minidiff: eps_loss and minidiff.train.make_optimizer; no gradient clipping or EMA",
-               "minidiff_memory_format": "channels_last (the minidiff-nchw closure: NCHW)",
+               "minidiff_memory_format": ("channels_last, as minidiff.train on the CPU" if device.type == "cpu"
+                                          else "contiguous (NCHW), as minidiff.train on a GPU (the "
+                                               "minidiff-channels-last closure: channels-last)"),
                "diffusers_memory_format": "contiguous (default)",
                "minidiff_unet_paths": UNET_PATHS,
                "sample_images": SAMPLE_IMAGES, "T": T, "ddim_steps": DDIM_STEPS,

@@ -110,14 +110,25 @@ def models_table(res: dict) -> list[str]:
 
 SAMPLER_KEYS = (("ddpm", "ddpm_1000_seconds"), ("ddim", "ddim_50_seconds"))
 # minidiff's paths in a result: (suffix of its ratio keys, its name in the raw results, how the page names it).
-# The default is eager channels-last; on CUDA the benchmark also times eager NCHW and a compiled model.
+# The default is eager, in minidiff.train's layout for the device; on CUDA the benchmark also times the other
+# layout and a compiled model. (Runs before the GPU default became NCHW timed channels-last plus "minidiff-nchw".)
 PATHS = (("", "minidiff", "eager"), ("_nchw", "minidiff-nchw", "eager, NCHW"),
+         ("_channels_last", "minidiff-channels-last", "eager, channels-last"),
          ("_compiled", "minidiff-compiled", "compiled"))
 
 
+def layouts(train: dict) -> tuple[float, float] | None:
+    """Eager training images/s of minidiff in (channels-last, NCHW), if the run timed both layouts."""
+    if "minidiff-nchw" in train:
+        return train["minidiff"]["images_per_s"], train["minidiff-nchw"]["images_per_s"]
+    if "minidiff-channels-last" in train:
+        return train["minidiff-channels-last"]["images_per_s"], train["minidiff"]["images_per_s"]
+    return None
+
+
 def met_by(res: dict, size: str, key: str) -> str | None:
-    """The first of minidiff's paths (eager, eager NCHW, compiled) that meets a target; None if none does, "" if
-    the target or its measurement is missing."""
+    """The first of minidiff's paths (eager, the other eager layout, compiled) that meets a target; None if none
+    does, "" if the target or its measurement is missing."""
     target, ratios = res["targets"].get(key), res["sizes"][size]["ratios"]
     if target is None:
         return ""
@@ -392,10 +403,19 @@ def section(res: dict, title: str) -> list[str]:
                 "graph. Eager PyTorch stays the default, since it is the code the chapters read."
                 + (" Compiled training wraps the model in `torch.compile` (compilation time not counted)."
                    if any("minidiff-compiled" in r["train"] for r in res["sizes"].values()) else ""), ""]
-    if any("minidiff-nchw" in r["train"] for r in res["sizes"].values()):
+    trained = [r["train"] for r in res["sizes"].values()]
+    if any("minidiff-nchw" in t for t in trained):
         out += ["The *minidiff eager, NCHW* rows train the same eager model in PyTorch's default memory format, "
                 "as `minidiff.train` does on a GPU; the other minidiff rows use channels-last, as it does on the "
                 "CPU.", ""]
+    elif any("minidiff-channels-last" in t for t in trained):
+        out += ["The *minidiff eager, channels-last* rows train the same eager model in channels-last memory "
+                "format, as `minidiff.train` does on the CPU; the other minidiff rows use PyTorch's default NCHW, "
+                "as it does on a GPU.", ""]
+    elif res["device"] != "cpu":
+        layout = "channels-last" if res["method"].get("minidiff_memory_format", "").startswith("channels_last") \
+            else "NCHW"
+        out += [f"minidiff's U-Net ran in {layout} memory format in this run.", ""]
     missing = unfinished(res)
     if missing:
         out += ["**Not measured in this run:** " + ", ".join(LABELS.get(s, s) for s in missing)
@@ -404,7 +424,7 @@ def section(res: dict, title: str) -> list[str]:
     status = {(size, key): met_by(res, size, key) for size, _ in sizes(res) for key in res["targets"]}
     missed = [f"{LABELS.get(size, size)}, {TARGET_LABELS.get(key, key)}" for (size, key), how in status.items()
               if how is None]
-    for path in ("eager, NCHW", "compiled"):
+    for path in [name for suffix, _, name in PATHS if suffix]:
         only = [f"{LABELS.get(size, size)}, {TARGET_LABELS.get(key, key)}" for (size, key), how in status.items()
                 if how == path]
         if only:
@@ -416,10 +436,12 @@ def section(res: dict, title: str) -> list[str]:
                    "take most of the time; the ceiling and the measurements below show how little else is left to "
                    "win there in float32.")
         elif is_bf16(res):
+            both = layouts(res["sizes"].get("ddpm-cifar10-32px", {}).get("train", {}))
             why = ("In bfloat16 both libraries run the convolutions and attention on the tensor cores through the "
-                   "same cuDNN and fused-attention kernels, so the speed-up comes only from what surrounds them. "
-                   "Eager channels-last, the same arithmetic in another layout, is slower than NCHW here. Not "
-                   "profiled further.")
+                   "same cuDNN and fused-attention kernels, so the speed-up comes only from what surrounds them."
+                   + (f" Eager channels-last, the same arithmetic in another layout, is "
+                      f"{'slower' if both[0] < both[1] else 'faster'} than NCHW here." if both else "")
+                   + " Not profiled further.")
         else:
             why = ("In float32 the 35.7M model's convolutions and attention are real work for the GPU, and "
                    "both libraries hand the same ones to cuDNN; what minidiff saves is launch and Python overhead, "
@@ -435,13 +457,14 @@ def section(res: dict, title: str) -> list[str]:
 
 
 def gpu_layout_advice(res: dict | None) -> str:
-    r = (res or {}).get("sizes", {}).get("ddpm-cifar10-32px", {}).get("train", {})
-    if "minidiff-nchw" not in r:
+    both = layouts((res or {}).get("sizes", {}).get("ddpm-cifar10-32px", {}).get("train", {}))
+    if both is None:
         return "it is the usual advice for convolutions in bf16, but it has not been measured here in bf16."
-    cl, nchw = r["minidiff"]["images_per_s"], r["minidiff-nchw"]["images_per_s"]
+    cl, nchw = both
     return (f"in bf16 on {res['machine']['gpu']} the 35.7M model trained at {nchw:,.0f} images/s in PyTorch's "
-            f"default layout and at {cl:,.0f} in channels-last (GPU bf16 section above), although channels-last is "
-            "the usual advice for convolutions on tensor cores.")
+            f"default layout and at {cl:,.0f} in channels-last (GPU bf16 section above)"
+            + (", although channels-last is the usual advice for convolutions on tensor cores." if nchw > cl else
+               "."))
 
 
 def page(results: Path = RESULTS) -> str:
@@ -468,7 +491,8 @@ def page(results: Path = RESULTS) -> str:
            "- **Each library as its examples use it.** diffusers trains with the Hugging Face diffusion course's "
            "loop (`add_noise`, MSE, AdamW) and samples with the loops of `DDPMPipeline` and `DDIMPipeline`; "
            "minidiff trains with `eps_loss` and the optimizer of `minidiff.train`, samples with `ddpm_sample` and "
-           "`ddim_sample`, and keeps its U-Net in channels-last memory format. No gradient clipping or EMA on "
+           "`ddim_sample`, and keeps its U-Net in channels-last memory format on the CPU, as `minidiff.train` does "
+           "(each GPU section names the layouts it measured). No gradient clipping or EMA on "
            "either side; linear betas, no clipping of x0, DDIM with eta = 0.",
            "- **Timing.** Random images as data; one warm-up call excluded; the two libraries alternate within "
            "every repeat, so a change of machine load hits both; the median wall-clock time is reported.", ""]

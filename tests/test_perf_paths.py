@@ -381,6 +381,26 @@ def test_report_keeps_float32_and_bf16_results_apart(tmp_path):
     assert report.load("cpu", tmp_path, bf16=True) is None
 
 
+def test_report_reads_both_namings_of_the_two_gpu_layouts():
+    """Older runs timed channels-last by default plus "minidiff-nchw"; newer ones NCHW plus
+    "minidiff-channels-last" (minidiff.train's GPU layout first). Both give (channels-last, NCHW) images/s."""
+    report, bench = _benchmark_module("report"), _benchmark_module("bench")
+    older = {"minidiff": {"images_per_s": 100.0}, "minidiff-nchw": {"images_per_s": 120.0}}
+    newer = {"minidiff": {"images_per_s": 120.0}, "minidiff-channels-last": {"images_per_s": 100.0}}
+    assert report.layouts(older) == report.layouts(newer) == (100.0, 120.0)
+    assert report.layouts({"minidiff": {"images_per_s": 1.0}}) is None
+    for name in ("minidiff", "minidiff-nchw", "minidiff-channels-last", "minidiff-compiled"):
+        assert (bench.path_suffix(name), name) in [(suffix, raw) for suffix, raw, _ in report.PATHS]
+
+
+def test_bench_builds_minidiff_in_the_layout_train_uses():
+    bench = _benchmark_module("bench")
+    cpu = torch.device("cpu")
+    assert bench.is_channels_last(bench.build("fmnist-28px", "minidiff", cpu))          # as train on the CPU
+    assert not bench.is_channels_last(bench.build("fmnist-28px", "minidiff", cpu, channels_last=False))
+    assert bench.is_channels_last(bench.build("fmnist-28px", "minidiff", cpu, channels_last=True))
+
+
 def test_report_names_the_sizes_a_stopped_run_did_not_finish():
     report = _benchmark_module("report")
     run = {"command": "bench.py --device cuda --sizes ddpm-cifar10-32px,fmnist-28px", "partial": True,
