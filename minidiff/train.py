@@ -362,7 +362,7 @@ class AdamW(torch.optim.AdamW):
     those names gets plain ``torch.optim.AdamW``.
     """
 
-    _SIGNATURE = inspect.signature(torch.optim.AdamW._init_group)
+    _SIGNATURE = inspect.signature(getattr(torch.optim.AdamW, "_init_group", lambda self, group: None))
     _LISTS = ("params_with_grad", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs")
 
     def _init_group(self, group, *args, **kwargs):
