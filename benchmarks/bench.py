@@ -105,8 +105,7 @@ def build(size: str, lib: str, device: torch.device, *, channels_last: bool | No
 
 def is_channels_last(model) -> bool:
     """Whether ``model``'s convolution kernels are stored channels-last (its inputs then follow)."""
-    return any(p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-               for p in model.parameters())
+    return any(md.unet.is_channels_last(p) for p in model.parameters())
 
 
 def images(size: str, batch: int, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:

@@ -44,7 +44,7 @@ from .plot import save_image_grid, save_scatter_2d
 from .runtime import default_device
 from .samplers import ddim_sample
 from .schedules import SCHEDULE_NAMES, NoiseSchedule
-from .unet import PRESETS, UNet
+from .unet import PRESETS, UNet, is_channels_last
 
 IMAGE_DATASETS = {"fashion-mnist": "load_fashion_mnist", "mnist": "load_mnist", "cifar10": "load_cifar10"}
 TOY_DATASETS = ("swiss_roll", "moons", "8gaussians", "checkerboard")
@@ -367,9 +367,9 @@ class AdamW(torch.optim.AdamW):
 
     def _init_group(self, group, *args, **kwargs):
         has_complex = super()._init_group(group, *args, **kwargs)
-        named = self._SIGNATURE.bind(self, group, *args, **kwargs).arguments
-        if not all(name in named for name in self._LISTS):
+        if not all(name in self._SIGNATURE.parameters for name in self._LISTS):
             return has_complex
+        named = self._SIGNATURE.bind(self, group, *args, **kwargs).arguments
         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs = (named[name] for name in self._LISTS)
         per_param = {"exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs, None: grads}
         if group["amsgrad"]:
@@ -380,7 +380,7 @@ class AdamW(torch.optim.AdamW):
                     tensors[i] = torch.empty_like(p, dtype=tensors[i].dtype).copy_(tensors[i])
                     if key is not None:
                         self.state[p][key] = tensors[i]
-            if p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous():
+            if is_channels_last(p):
                 for tensors in (params, *per_param.values()):
                     tensors[i] = tensors[i].permute(0, 2, 3, 1)                        # (O, kh, kw, I), contiguous
         return has_complex

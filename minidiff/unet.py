@@ -196,6 +196,12 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
+def is_channels_last(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a 4-D tensor stored channels-last and not also contiguous (for some shapes, such as 1x1
+    kernels, the two layouts are the same memory order; such a tensor counts as contiguous)."""
+    return t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
 def upsample_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """Nearest-neighbour x2, then a 3x3 convolution (padding 1): (B, C, H, W) -> (B, C_out, 2H, 2W)."""
     return F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), weight, bias, padding=1)
@@ -218,7 +224,7 @@ def upsample_conv_transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     and the upsampled image (4x the input) is never built. The output has the input's memory layout."""
     taps = weight.new_tensor(_TAPS)                                            # (4, 3)
     kernel = torch.einsum("kr,ls,oirs->iokl", taps, taps, weight)             # (C, C_out, 4, 4)
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if is_channels_last(x):
         kernel = kernel.contiguous(memory_format=torch.channels_last)
     return F.conv_transpose2d(x, kernel, bias, stride=2, padding=1)           # (B, C_out, 2H, 2W)
 
