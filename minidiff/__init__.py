@@ -44,7 +44,8 @@ __all__ += [
 # training, checkpoints and pictures of samples (chapter 4)
 from . import plot
 from .checkpoint import CheckpointError, load_model
-from .pretrained import load_result, pretrained
+from . import pretrained            # a callable module: md.pretrained(name) -> Path
+from .pretrained import load_result
 from .ema import EMA
 from .plot import image_grid, save_image_grid, save_scatter_2d, scatter_2d
 from .train import TrainConfig, TrainResult, train

@@ -1,7 +1,7 @@
-"""Running the chapters anywhere: the repository's address and the first cell of every notebook.
+"""Running the chapters anywhere: the Colab badge and the first cell of every notebook.
 
-The repository URL is written here once. The book's ``_config.yml`` (launch buttons), each chapter's
-"Open in Colab" badge and its install cell must agree with :data:`REPO_URL`; a test checks that they do.
+The addresses come from :mod:`minidiff.home`, the project's one home setting. Each chapter's "Open in Colab"
+badge must equal :func:`colab_link` and its first cell must install :func:`pip_spec`; a test checks that.
 """
 from __future__ import annotations
 
@@ -11,24 +11,52 @@ import torch
 
 from .runtime import default_device, quick_mode
 
-REPO_URL = "https://github.com/minidiff/minidiff"
-BRANCH = "main"
-COLAB_URL = "https://colab.research.google.com"
+from . import home
+from .home import BRANCH, REPO_URL  # noqa: F401  (the names this module has always offered)
 
 
-def _repo_path() -> str:
-    """``owner/name`` of :data:`REPO_URL`."""
-    return REPO_URL.removeprefix("https://github.com/").strip("/")
+def pip_spec(source: str = "release") -> str:
+    """What ``pip install`` takes to install minidiff: the release this book was written for
+    (``source="release"``, e.g. ``minidiff==0.2.0``) or the repository's branch (``source="repository"``)."""
+    from . import __version__
 
-
-def pip_spec() -> str:
-    """What ``pip install`` takes to install minidiff straight from the repository."""
-    return f"git+{REPO_URL}@{BRANCH}"
+    if source == "release":
+        return f"{home.PYPI_NAME}=={__version__}"
+    if source == "repository":
+        return f"git+{home.REPO_URL}@{home.BRANCH}"
+    raise ValueError(f"source must be 'release' or 'repository', got {source!r}")
 
 
 def colab_link(notebook: str) -> str:
     """The "Open in Colab" address of a chapter, e.g. ``colab_link("notebooks/01_forward_process.ipynb")``."""
-    return f"{COLAB_URL}/github/{_repo_path()}/blob/{BRANCH}/{notebook}"
+    return f"{home.COLAB_URL}/github/{home.GITHUB_REPOSITORY}/blob/{home.BRANCH}/{notebook}"
+
+
+def first_cell() -> str:
+    """The first code cell of every chapter: install minidiff where it is missing (Colab), then set up.
+
+    ``tools/set_home.py`` writes it into each notebook; a test checks that every chapter starts with it.
+    """
+    return "\n".join([
+        "# Colab: install minidiff first (on your own machine it is already installed; see the setup page).",
+        "# The first line installs the release this book was written for; the second, the newest code.",
+        "import importlib.util",
+        'if importlib.util.find_spec("minidiff") is None:',
+        f'    %pip install --quiet "{pip_spec()}"',
+        f'    # %pip install --quiet "{pip_spec("repository")}"',
+        "",
+        "import torch",
+        "import matplotlib.pyplot as plt",
+        "import minidiff as md",
+        "from minidiff import figures",
+        "from minidiff.colab import setup",
+        "",
+        "device = setup()",
+    ])
+
+
+# Notebook metadata that makes Colab open a chapter on a GPU runtime.
+COLAB_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
 
 
 def in_colab() -> bool:

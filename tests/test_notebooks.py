@@ -1,14 +1,11 @@
-"""The chapter notebooks as files: Colab badge and install cell agree with the one repository URL, the
+"""The chapter notebooks as files (their Colab badge, first cell and metadata: tests/test_home.py): the
 committed outputs are only the checked text outputs (no stale figures, no errors), and every chapter has
 its learning goals, exercises, checked cells, an animation for the web page and a widget for Jupyter."""
 import json
-import re
 from pathlib import Path
 
 import pytest
-import yaml
 
-from minidiff.colab import BRANCH, REPO_URL, colab_link, pip_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -22,29 +19,10 @@ def source(cell):
     return "".join(cell["source"])
 
 
-def test_config_uses_the_one_repository_url():
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    assert config["repository"]["url"] == REPO_URL
-    assert config["repository"]["branch"] == BRANCH
-    assert config["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
-
-
 def test_every_chapter_is_in_the_toc():
     toc = (ROOT / "_toc.yml").read_text()
     missing = [p.stem for p in CHAPTERS if f"notebooks/{p.stem}" not in toc]
     assert not missing, f"chapters not in _toc.yml (they would not be built): {missing}"
-
-
-@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
-def test_badge_and_install_cell_point_at_the_repository(path):
-    cells = load(path)["cells"]
-    first_md = next(c for c in cells if c["cell_type"] == "markdown")
-    assert colab_link(f"notebooks/{path.name}") in source(first_md), "missing or wrong 'Open in Colab' badge"
-    first_code = next(c for c in cells if c["cell_type"] == "code")
-    assert pip_spec() in source(first_code), "the first code cell must install minidiff in Colab"
-    assert "setup()" in source(first_code), "the first code cell must report the device (minidiff.colab.setup)"
-    urls = set(re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", json.dumps(load(path))))
-    assert urls <= {REPO_URL}, f"other repository URLs in the notebook: {urls - {REPO_URL}}"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)

@@ -1,4 +1,4 @@
-"""The shipped files: their recorded checksums, and finding or downloading them (file:// URLs, no network)."""
+"""The shipped files: their recorded checksums, and finding them in the package or the repository (never online)."""
 import hashlib
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import pytest
 import minidiff as md
 import importlib
 
-pt = importlib.import_module("minidiff.pretrained")   # the module (md.pretrained is its function)
+pt = importlib.import_module("minidiff.pretrained")   # the module, which md.pretrained is too (callable)
 
 
 @pytest.mark.parametrize("name", sorted(pt.SHA256))
@@ -26,36 +26,53 @@ def test_unknown_name_is_refused():
         md.pretrained("model.pt")
 
 
-def _no_local_copy(monkeypatch, tmp_path, source: Path):
+def _nowhere(monkeypatch, tmp_path):
+    """No packaged copy and no repository copy."""
     monkeypatch.delenv("MINIDIFF_CHECKPOINTS", raising=False)
     monkeypatch.setattr(pt, "CHECKPOINTS", tmp_path / "empty")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(pt, "url", lambda name: source.as_uri())
+    monkeypatch.setattr(pt, "RESULTS", tmp_path / "empty")
 
 
-def test_download_checks_the_digest_and_caches(monkeypatch, tmp_path):
-    original = pt.CHECKPOINTS / "toy-2d.pt"
-    _no_local_copy(monkeypatch, tmp_path, original)
-    path = md.pretrained("toy-2d.pt")
-    assert path == tmp_path / "cache" / "minidiff" / "checkpoints" / "toy-2d.pt"
-    assert path.read_bytes() == original.read_bytes()
-    model, sched, _ = md.load_model(path)
-    assert sched.T == 1000
-
-
-def test_a_corrupted_download_is_refused_and_not_kept(monkeypatch, tmp_path):
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes((pt.CHECKPOINTS / "toy-2d.pt").read_bytes()[:-10])
-    _no_local_copy(monkeypatch, tmp_path, bad)
-    with pytest.raises(FileNotFoundError, match="SHA-256 mismatch"):
+def test_a_missing_file_is_a_clear_error_and_nothing_is_downloaded(monkeypatch, tmp_path):
+    _nowhere(monkeypatch, tmp_path)
+    monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: pytest.fail("pretrained() went to the network"))
+    with pytest.raises(FileNotFoundError, match="toy-2d.pt is in none of"):
         md.pretrained("toy-2d.pt")
-    assert not (tmp_path / "cache" / "minidiff" / "checkpoints" / "toy-2d.pt").exists()
+    with pytest.raises(FileNotFoundError, match="ddim-table.json is in none of"):
+        md.load_result("ddim-table.json")
+
+
+def test_a_damaged_file_is_refused(monkeypatch, tmp_path):
+    (tmp_path / "toy-2d.pt").write_bytes((pt.CHECKPOINTS / "toy-2d.pt").read_bytes()[:-10])
+    monkeypatch.setenv("MINIDIFF_CHECKPOINTS", str(tmp_path))
+    with pytest.raises(md.CheckpointError, match="does not match the SHA-256"):
+        md.pretrained("toy-2d.pt")
 
 
 def test_override_folder(monkeypatch, tmp_path):
-    (tmp_path / "toy-2d.pt").write_bytes(b"x")
+    (tmp_path / "toy-2d.pt").write_bytes((pt.CHECKPOINTS / "toy-2d.pt").read_bytes())
     monkeypatch.setenv("MINIDIFF_CHECKPOINTS", str(tmp_path))
     assert md.pretrained("toy-2d.pt") == tmp_path / "toy-2d.pt"
+
+
+def test_the_packaged_copy_is_found_without_the_repository(monkeypatch, tmp_path):
+    """An installed package has minidiff/checkpoints and minidiff/results beside its modules."""
+    package = tmp_path / "minidiff"
+    (package / "checkpoints").mkdir(parents=True)
+    (package / "results").mkdir()
+    (package / "checkpoints" / "toy-2d.pt").write_bytes((pt.CHECKPOINTS / "toy-2d.pt").read_bytes())
+    (package / "results" / "ddim-table.json").write_text('{"sweep": "here"}')
+    _nowhere(monkeypatch, tmp_path)
+    monkeypatch.setattr(pt.resources, "files", lambda name: package)
+    assert md.pretrained("toy-2d.pt") == package / "checkpoints" / "toy-2d.pt"
+    assert md.load_result("ddim-table.json") == {"sweep": "here"}
+
+
+def test_the_module_is_importable_and_callable():
+    import minidiff.pretrained as module
+
+    assert module is md.pretrained and module.load_result is md.load_result
+    assert module("toy-2d.pt") == module.pretrained("toy-2d.pt")
 
 
 def test_result_files_are_read_from_the_repository():
