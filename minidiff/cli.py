@@ -1,11 +1,14 @@
-"""Command line: ``python -m minidiff {demo,train,sample,evaluate,train-classifier,export}``.
+"""Command line: ``minidiff {demo,train,sample,evaluate,train-classifier,export}``, or ``python -m minidiff ...``.
 
 ``demo`` (the default) samples a small 2D data set with the exact :class:`~minidiff.OracleDenoiser` — DDPM
 and DDIM, no training — and reports how close the samples land to the data.
+
+Bad input gets one line on stderr, ``<prog> <command>: error: <what was wrong>``, and exit status 2.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
@@ -15,11 +18,138 @@ from pathlib import Path
 
 import torch
 
+from . import __version__
 from .oracle import OracleDenoiser
 from .samplers import ddim_sample, ddpm_sample
-from .schedules import NoiseSchedule
+from .schedules import SCHEDULE_NAMES, NoiseSchedule
+
+# What a command may raise for bad input (arguments, files): reported in one line, exit status 2.
+INPUT_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
 
 
+# ------------------------------------------------------------------------------------------ shared pieces
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``<prog>: error: <message> (see <prog> --help)``), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def prog_name(argv0: str | None = None) -> str:
+    """The name the program was started by: ``python -m minidiff`` for ``python -m minidiff`` (argv[0] is then
+    the package's ``minidiff/__main__.py``), ``minidiff`` for the console script or anything else."""
+    path = Path(sys.argv[0] if argv0 is None else argv0)
+    return "python -m minidiff" if path.name == "__main__.py" and path.parent.name == "minidiff" else "minidiff"
+
+
+def _examples(prog: str, *lines: str) -> str:
+    """An epilog of example command lines, each starting with the program's name."""
+    return "examples:\n" + "\n".join(f"  {prog} {line}" for line in lines)
+
+
+def checkpoint_path(value: str) -> Path:
+    """``--ckpt``: an existing file, else a shipped model's name (``toy-2d`` or ``toy-2d.pt``) found through
+    :func:`minidiff.pretrained.pretrained`."""
+    from .pretrained import SHA256
+    from .pretrained import pretrained as find_pretrained
+
+    if Path(value).is_file():
+        return Path(value)
+    shipped = sorted(name for name in SHA256 if name.endswith(".pt"))
+    name = value if value.endswith(".pt") else f"{value}.pt"
+    if name in shipped:
+        return find_pretrained(name)
+    raise FileNotFoundError(f"--ckpt {value!r} does not exist as a file and is not a shipped model "
+                            f"({', '.join(shipped)}; the .pt may be left out)")
+
+
+def refuse_shipped(path, force: bool) -> None:
+    """Writing over a file of the shipped, checksum-pinned ``checkpoints/`` folder needs ``--force``."""
+    from .pretrained import CHECKPOINTS
+
+    path = Path(path)
+    if not force and path.exists() and path.resolve().parent == CHECKPOINTS.resolve():
+        raise FileExistsError(f"--out {str(path)!r} would overwrite a shipped file in {CHECKPOINTS}; choose "
+                              "another path, or pass --force to replace it")
+
+
+def _add_force(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="allow --out to replace a file in the shipped checkpoints/ folder")
+
+
+def class_names(config: dict, num_classes: int) -> list[str] | None:
+    """The class names of a checkpoint's data set, or None when its labels have no known names."""
+    from . import data
+
+    names = {"fashion-mnist": data.FASHION_MNIST_CLASSES, "mnist": data.MNIST_CLASSES,
+             "cifar10": data.CIFAR10_CLASSES}.get(config.get("train", {}).get("dataset", "fashion-mnist"))
+    return names if names is not None and len(names) == num_classes else None
+
+
+def parse_label(value: str, names: list[str] | None, num_classes: int) -> int:
+    """``--label``: a class index, or a class name (case-insensitive; a unique prefix is enough)."""
+    allowed = f"a class index in [0, {num_classes - 1}]"
+    if names:
+        allowed += f" or a class name ({', '.join(names)}; case-insensitive, a unique prefix is enough)"
+    if value.strip().lstrip("-").isdigit():
+        if 0 <= int(value) < num_classes:
+            return int(value)
+    elif names:
+        key = value.strip().casefold()
+        matches = [i for i, name in enumerate(names) if name.casefold() == key] or \
+                  [i for i, name in enumerate(names) if name.casefold().startswith(key)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ValueError(f"--label {value!r} is ambiguous: it could be {', '.join(names[i] for i in matches)}")
+    raise ValueError(f"--label must be {allowed}; got {value!r}")
+
+
+def device_arg(value: str) -> str:
+    """argparse ``type`` of ``--device``: a torch device string whose kind of device this machine has."""
+    try:
+        kind = torch.device(value).type
+    except (RuntimeError, TypeError):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device (use e.g. cpu, cuda, cuda:1, mps)") from None
+    mps = getattr(torch.backends, "mps", None)
+    if (kind == "cuda" and not torch.cuda.is_available()) or (kind == "mps" and not (mps and mps.is_available())):
+        raise argparse.ArgumentTypeError(f"{value!r}: this machine has no {kind.upper()} device")
+    return value
+
+
+def check_ddim_options(args: argparse.Namespace) -> None:
+    """``--steps`` and ``--eta`` are DDIM's; DDPM takes all T steps."""
+    given = [f"--{name}" for name in ("steps", "eta") if getattr(args, name) is not None]
+    if args.sampler == "ddpm" and given:
+        verb = "applies" if len(given) == 1 else "apply"
+        raise ValueError(f"{' and '.join(given)} {verb} to --sampler ddim only (DDPM takes all T steps)")
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, desc: str, quiet: bool):
+    """A sampler ``callback(i, t, x_t, x0_hat)`` that advances a tqdm bar on stderr by one step per call.
+
+    The bar appears at the first step, so an error raised before sampling starts stays the only line printed.
+    """
+    from tqdm import tqdm
+
+    bar = None
+
+    def step(i, t, x_t, x0_hat):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="step", disable=quiet, dynamic_ncols=True)
+        bar.update()
+
+    try:
+        yield step
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+# ------------------------------------------------------------------------------------------ demo
 def _ring_points(n: int) -> torch.Tensor:
     """n points evenly spaced on the unit circle, shape (n, 2)."""
     angle = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
@@ -46,24 +176,35 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="sample a 2D data set with the exact denoiser (no training; the default)",
+                       description="Sample 8 points on a circle with the exact denoiser (no training), with DDPM "
+                                   "and DDIM, on the CPU in float64.")
+    p.add_argument("--schedule", default="cosine", choices=SCHEDULE_NAMES, help="noise schedule (default: cosine)")
+    p.add_argument("--T", type=int, default=1000, help="number of diffusion steps (default: 1000)")
+    p.add_argument("--n", type=int, default=512, help="samples per sampler (default: 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+    p.set_defaults(func=demo)
+
+
 # ------------------------------------------------------------------------------------------ train
-def _add_train_parser(sub) -> None:
-    from .train import DATASETS, MODELS, TOY_DATASETS, TrainConfig
+def _add_train_parser(sub, prog: str) -> None:
+    from .train import DATASETS, MLP_LR, MODELS, RESUME_MAY_CHANGE, TOY_DATASETS, UNET_LR, TrainConfig
 
     d = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    may_change = ", ".join("--" + name.replace("_", "-") for name in RESUME_MAY_CHANGE)
     p = sub.add_parser(
         "train", help="train a noise predictor (U-Net on images, MLP on 2D toy data)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a noise predictor with L_simple (DDPM Algorithm 1): AdamW, EMA of the weights, sample "
-                    "grids\nand checkpoints in --out. Runs on CUDA (bf16 autocast), MPS or the CPU, whichever is "
-                    "there.\nUnder `torchrun --nproc_per_node N` the same command trains on N processes (DDP).",
-        epilog="examples:\n"
-               "  python -m minidiff train --dataset 8gaussians --steps 3000 --lr 1e-3 --out runs/toy\n"
-               "  python -m minidiff train --dataset fashion-mnist --model tiny --conditional --steps 20000 "
-               "--out runs/fmnist\n"
-               "  python -m minidiff train --out runs/fmnist --resume --steps 40000     # continue a run\n"
-               "  torchrun --nproc_per_node 4 -m minidiff train --dataset cifar10 --model ddpm-cifar10 "
-               "--out runs/cifar")
+                    "grids\nand checkpoints in --out. Runs on CUDA, MPS or the CPU, whichever is there (bf16 "
+                    "autocast on\nCUDA GPUs of compute capability >= 8). Under `torchrun --nproc_per_node N` the "
+                    "same command\ntrains on N processes (DDP).",
+        epilog=_examples(prog, "train --dataset 8gaussians --steps 3000 --out runs/toy",
+                         "train --dataset fashion-mnist --model tiny --conditional --steps 20000 --out runs/fmnist",
+                         "train --out runs/fmnist --resume --steps 40000     # continue a run")
+               + "\n  torchrun --nproc_per_node 4 -m minidiff train --dataset cifar10 --model ddpm-cifar10 "
+                 "--out runs/cifar")
     g = p.add_argument_group("data and model")
     g.add_argument("--dataset", choices=DATASETS, default=None,
                    help=f"training data (default: {d['dataset']})")
@@ -74,16 +215,17 @@ def _add_train_parser(sub) -> None:
     g.add_argument("--conditional", action="store_true", default=None,
                    help="class-conditional model, trained with label dropout for classifier-free guidance")
     g.add_argument("--p-uncond", type=float, metavar="P", help="label dropout probability (default: 0.1 if "
-                                                                "--conditional)")
-    g.add_argument("--schedule", choices=("linear", "cosine", "sigmoid"), help=f"noise schedule (default: "
-                                                                              f"{d['schedule']})")
+                                                                "--conditional, else 0)")
+    g.add_argument("--schedule", choices=SCHEDULE_NAMES, help=f"noise schedule (default: {d['schedule']})")
     g.add_argument("--T", type=int, help=f"diffusion steps (default: {d['T']})")
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, help=f"optimizer steps (default: {d['steps']})")
     g.add_argument("--batch-size", type=int, help=f"examples per step and process (default: {d['batch_size']})")
-    g.add_argument("--lr", type=float, help=f"AdamW learning rate (default: {d['lr']})")
+    g.add_argument("--lr", type=float, help=f"AdamW learning rate (default: {MLP_LR:g} for the 2D MLP, "
+                                            f"{UNET_LR:g} for U-Nets)")
     g.add_argument("--warmup", type=int, help=f"linear learning-rate warm-up steps (default: {d['warmup']})")
-    g.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default: {d['weight_decay']})")
+    g.add_argument("--weight-decay", type=float,
+                   help=f"AdamW weight decay of weight matrices and kernels (default: {d['weight_decay']})")
     g.add_argument("--grad-clip", type=float, help=f"max gradient norm, 0 for none (default: {d['grad_clip']})")
     g.add_argument("--ema-decay", type=float, help=f"EMA decay of the weights (default: {d['ema_decay']})")
     g.add_argument("--seed", type=int, help=f"seed of the run (default: {d['seed']})")
@@ -91,7 +233,7 @@ def _add_train_parser(sub) -> None:
     g.add_argument("--out", metavar="DIR", help="output folder for ckpt.pt and samples/ (default: runs/<dataset>)")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint (options given here override its config; "
-                        "only the step counts, output and device options may change)")
+                        f"only {may_change} may change)")
     g.add_argument("--log-every", type=int, metavar="K", help=f"read the loss every K steps (default: {d['log_every']})")
     g.add_argument("--sample-every", type=int, metavar="K",
                    help=f"sample grid every K steps, 0 = never (default: {d['sample_every']})")
@@ -101,7 +243,8 @@ def _add_train_parser(sub) -> None:
                    help=f"checkpoint every K steps, 0 = only at the end (default: {d['checkpoint_every']})")
     g.add_argument("--device", help="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:1', 'mps' (default: auto)")
     g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bfloat16 autocast (default: on with CUDA, off otherwise)")
+                   help="bfloat16 autocast (default: on with a CUDA GPU of compute capability >= 8, off "
+                        "otherwise; --bf16 needs CUDA)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=train_command)
 
@@ -116,22 +259,17 @@ def train_command(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if given.get("grad_clip") == 0:
         given["grad_clip"] = None
-    rank0 = os.environ.get("RANK", "0") == "0"
-    try:
-        dataset = given.get("dataset", "fashion-mnist")
-        given.setdefault("out", f"runs/{dataset}")
-        if args.resume:      # start from the checkpoint's config; options given here override it
-            saved = read_checkpoint(Path(given["out"]) / CHECKPOINT_NAME)["config"]["train"]
-            given = {**saved, **given}
-        elif dataset in TOY_DATASETS:
-            given.setdefault("model", "mlp")
-        config = TrainConfig(**given)
-        start = time.perf_counter()
-        result = train(config, resume=args.resume, progress=not args.quiet)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
-        print(f"minidiff train: error: {e}", file=sys.stderr)
-        return 1
-    if rank0:
+    dataset = given.get("dataset", "fashion-mnist")
+    given.setdefault("out", f"runs/{dataset}")
+    if args.resume:      # start from the checkpoint's config; options given here override it
+        saved = read_checkpoint(Path(given["out"]) / CHECKPOINT_NAME)["config"]["train"]
+        given = {**saved, **given}
+    elif dataset in TOY_DATASETS:
+        given.setdefault("model", "mlp")
+    config = TrainConfig(**given)
+    start = time.perf_counter()
+    result = train(config, resume=args.resume, progress=not args.quiet)
+    if os.environ.get("RANK", "0") == "0":
         tail = result.losses[-min(100, len(result.losses)):]
         print(f"trained {config.model} on {config.dataset} for {config.steps} steps in "
               f"{time.perf_counter() - start:.1f} s; mean loss of the last {len(tail)} steps {sum(tail) / len(tail):.4f}")
@@ -140,80 +278,85 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ sample
-def _add_sample_parser(sub) -> None:
+def _add_sample_parser(sub, prog: str) -> None:
     p = sub.add_parser(
         "sample", help="draw samples from a trained checkpoint and save them as a PNG",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Draw samples from a checkpoint's EMA model with DDIM or DDPM and write a PNG: an image grid "
                     "for image\nmodels (one column per class for conditional ones), a scatter plot for 2D models.",
-        epilog="examples:\n"
-               "  python -m minidiff sample --ckpt checkpoints/toy-2d.pt --out toy.png\n"
-               "  python -m minidiff sample --ckpt runs/fmnist/ckpt.pt --guidance 3 --label 7 --n 16 --out bags.png\n"
-               "  python -m minidiff sample --ckpt runs/fmnist/ckpt.pt --sampler ddpm --out ddpm.png")
-    p.add_argument("--ckpt", required=True, metavar="PATH", help="checkpoint written by `minidiff train`")
+        epilog=_examples(prog, "sample --ckpt toy-2d --out toy.png",
+                         "sample --ckpt fashion-mnist-cond --guidance 3 --label Bag --n 16 --out bags.png",
+                         "sample --ckpt runs/fmnist/ckpt.pt --sampler ddpm --out ddpm.png"))
+    p.add_argument("--ckpt", required=True, metavar="PATH",
+                   help="checkpoint written by `train`, or a shipped model: fashion-mnist-cond, toy-2d")
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler (default: ddim)")
     p.add_argument("--steps", type=int, help="DDIM steps (default: 50, at most T; DDPM always takes all T steps)")
     p.add_argument("--eta", type=float, help="DDIM noise level: 0 deterministic, 1 DDPM-like (default: 0)")
     p.add_argument("--guidance", type=float, default=1.0, metavar="S",
                    help="classifier-free guidance scale s: 1 plain conditional, 0 unconditional (default: 1)")
-    p.add_argument("--label", type=int, help="class of every sample (default: all classes in turn); "
-                                             "conditional models only")
+    p.add_argument("--label", metavar="CLASS",
+                   help="class of every sample: an index or a name such as Bag or sneaker (case-insensitive, a "
+                        "unique prefix is enough); default: all classes in turn; conditional models only")
     p.add_argument("--n", type=int, help="number of samples (default: 64 images, 2000 points)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     p.add_argument("--clip-x0", type=float, metavar="B", help="clip the predicted x_0 to [-B, B] (default: no clip)")
     p.add_argument("--raw-weights", action="store_true", help="use the training weights instead of the EMA")
-    p.add_argument("--device", default=None, help="device (default: CUDA, then MPS, then CPU)")
+    p.add_argument("--device", type=device_arg, help="device (default: CUDA, then MPS, then CPU)")
     p.add_argument("--out", default="samples.png", metavar="PNG", help="output image (default: samples.png)")
+    _add_force(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=sample_command)
+
+
+def _sample_labels(args: argparse.Namespace, model, config: dict, n: int) -> torch.Tensor | None:
+    """The (n,) labels to sample: --label for all, else every class in turn; None for an unconditional model."""
+    num_classes = model.num_classes
+    if num_classes is None:
+        if args.label is not None or args.guidance != 1.0:
+            raise ValueError("--label and --guidance need a class-conditional model; this checkpoint's is not")
+        return None
+    if args.label is None:
+        return torch.arange(n) % num_classes
+    return torch.full((n,), parse_label(args.label, class_names(config, num_classes), num_classes))
 
 
 def sample_command(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .plot import save_image_grid, save_scatter_2d
 
-    try:
-        if not args.out.lower().endswith(".png"):       # fail before sampling, not after
-            raise ValueError(f"--out must end in .png, got {args.out!r}")
-        model, sched, config = load_model(args.ckpt, ema=not args.raw_weights, device=args.device)
-        shape = tuple(config["sample_shape"])
-        is_2d = len(shape) == 1
-        n = args.n if args.n is not None else (2000 if is_2d else 64)
-        if n < 1:
-            raise ValueError(f"--n must be >= 1, got {n}")
-        if args.sampler == "ddpm" and (args.steps is not None or args.eta is not None):
-            raise ValueError("--steps and --eta apply to --sampler ddim only (DDPM takes all T steps)")
-        num_classes = model.num_classes
-        if num_classes is None and (args.label is not None or args.guidance != 1.0):
-            raise ValueError("--label and --guidance need a class-conditional model; this checkpoint's is not")
-        if args.label is not None and not 0 <= args.label < num_classes:
-            raise ValueError(f"--label must be in [0, {num_classes - 1}], got {args.label}")
-        y = None
-        if num_classes is not None:
-            y = torch.full((n,), args.label) if args.label is not None else torch.arange(n) % num_classes
-        gen = torch.Generator().manual_seed(args.seed)
-        common = dict(y=y, guidance_scale=args.guidance, clip_x0=args.clip_x0, generator=gen)
-        start = time.perf_counter()
+    if not args.out.lower().endswith(".png"):       # fail before sampling, not after
+        raise ValueError(f"--out must end in .png, got {args.out!r}")
+    refuse_shipped(args.out, args.force)
+    check_ddim_options(args)
+    model, sched, config = load_model(checkpoint_path(args.ckpt), ema=not args.raw_weights, device=args.device)
+    shape = tuple(config["sample_shape"])
+    is_2d = len(shape) == 1
+    n = args.n if args.n is not None else (2000 if is_2d else 64)
+    if n < 1:
+        raise ValueError(f"--n must be >= 1, got {n}")
+    y = _sample_labels(args, model, config, n)
+    gen = torch.Generator().manual_seed(args.seed)
+    common = dict(y=y, guidance_scale=args.guidance, clip_x0=args.clip_x0, generator=gen)
+    steps = sched.T if args.sampler == "ddpm" else min(50, sched.T) if args.steps is None else args.steps
+    start = time.perf_counter()
+    with progress_bar(steps, "sample", args.quiet) as callback:
         if args.sampler == "ddim":
-            steps = min(50, sched.T) if args.steps is None else args.steps
-            x = ddim_sample(model, (n, *shape), sched, steps=steps, eta=args.eta or 0.0, **common)
+            x = ddim_sample(model, (n, *shape), sched, steps=steps, eta=args.eta or 0.0, callback=callback, **common)
             how = f"DDIM-{steps}, eta={args.eta or 0.0}"
         else:
-            x = ddpm_sample(model, (n, *shape), sched, **common)
+            x = ddpm_sample(model, (n, *shape), sched, callback=callback, **common)
             how = f"DDPM-{sched.T}"
-        seconds = time.perf_counter() - start
-        if is_2d:
-            save_scatter_2d(x, args.out, title=f"{n} samples, {how}")
-        else:
-            save_image_grid(x, args.out, nrow=num_classes if args.label is None else None)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"minidiff sample: error: {e}", file=sys.stderr)
-        return 1
+    seconds = time.perf_counter() - start
+    if is_2d:
+        save_scatter_2d(x, args.out, title=f"{n} samples, {how}")
+    else:
+        save_image_grid(x, args.out, nrow=model.num_classes if args.label is None else None)
     print(f"wrote {args.out}: {n} samples ({how}, guidance {args.guidance}) in {seconds:.1f} s")
     return 0
 
 
 # ------------------------------------------------------------------------------------------ evaluate
-def _add_evaluate_parser(sub) -> None:
+def _add_evaluate_parser(sub, prog: str) -> None:
     p = sub.add_parser(
         "evaluate", help="score a Fashion-MNIST checkpoint's samples: FD_cls, its floor, class agreement",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -221,22 +364,24 @@ def _add_evaluate_parser(sub) -> None:
                     "model) and\nreport FD_cls against as many test images, next to its floor (train vs test "
                     "images), and the class\nagreement, using the shipped classifier "
                     "(checkpoints/classifier.safetensors).",
-        epilog="example:\n"
-               "  python -m minidiff evaluate --ckpt runs/fmnist/ckpt.pt --sampler ddim --steps 50 --guidance 3 "
-               "--n 10000 --out result.json")
-    p.add_argument("--ckpt", required=True, metavar="PATH", help="checkpoint written by `minidiff train`")
+        epilog=_examples(prog, "evaluate --ckpt fashion-mnist-cond --sampler ddim --steps 50 --guidance 3 "
+                               "--n 10000 --out result.json"))
+    p.add_argument("--ckpt", required=True, metavar="PATH",
+                   help="checkpoint written by `train`, or the shipped model fashion-mnist-cond")
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler (default: ddim)")
-    p.add_argument("--steps", type=int, help="DDIM steps (default: 50; DDPM always takes all T steps)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise level (default: 0)")
+    p.add_argument("--steps", type=int, help="DDIM steps (default: 50, at most T; DDPM always takes all T steps)")
+    p.add_argument("--eta", type=float, help="DDIM noise level (default: 0)")
     p.add_argument("--guidance", type=float, default=1.0, metavar="S",
                    help="classifier-free guidance scale, conditional models only (default: 1)")
-    p.add_argument("--n", type=int, default=10000, help="number of samples, at most 10000 (default: 10000)")
+    p.add_argument("--n", type=int, default=10000, help="number of samples, 2 to 10000 (default: 10000)")
     p.add_argument("--batch-size", type=int, default=500, help="images per sampler call (default: 500)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default: 0)")
     p.add_argument("--classifier", metavar="PATH", help="classifier weights (default: the shipped ones)")
     p.add_argument("--raw-weights", action="store_true", help="use the training weights instead of the EMA")
-    p.add_argument("--device", default=None, help="device (default: CUDA, then MPS, then CPU)")
+    p.add_argument("--device", type=device_arg, help="device (default: CUDA, then MPS, then CPU)")
     p.add_argument("--out", metavar="JSON", help="also write the result to this JSON file")
+    _add_force(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=evaluate_command)
 
 
@@ -244,21 +389,21 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .evaluate import evaluate_model, load_classifier, write_json
 
-    try:
-        if args.sampler == "ddpm" and args.steps is not None:
-            raise ValueError("--steps applies to --sampler ddim only (DDPM takes all T steps)")
-        model, sched, _ = load_model(args.ckpt, ema=not args.raw_weights, device=args.device)
-        device = next(model.parameters()).device
-        classifier = load_classifier(args.classifier, device=device)
-        result = evaluate_model(model, sched, n=args.n, sampler=args.sampler, steps=args.steps, eta=args.eta,
+    check_ddim_options(args)
+    if args.out:
+        refuse_shipped(args.out, args.force)
+    model, sched, _ = load_model(checkpoint_path(args.ckpt), ema=not args.raw_weights, device=args.device)
+    device = next(model.parameters()).device
+    classifier = load_classifier(args.classifier, device=device)
+    steps = sched.T if args.sampler == "ddpm" else min(50, sched.T) if args.steps is None else args.steps
+    batches = math.ceil(args.n / max(args.batch_size, 1))          # generate() checks batch_size
+    with progress_bar(batches * steps, "sample", args.quiet) as callback:
+        result = evaluate_model(model, sched, n=args.n, sampler=args.sampler, steps=steps, eta=args.eta or 0.0,
                                 guidance=args.guidance, batch_size=args.batch_size, seed=args.seed,
-                                device=device, classifier=classifier)
-        result = {"ckpt": args.ckpt, "ema": not args.raw_weights, **result}
-        if args.out:
-            write_json(args.out, result)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"minidiff evaluate: error: {e}", file=sys.stderr)
-        return 1
+                                device=device, classifier=classifier, callback=callback)
+    result = {"ckpt": args.ckpt, "ema": not args.raw_weights, **result}
+    if args.out:
+        write_json(args.out, result)
     line = (f"{result['sampler'].upper()}-{result['steps']}, guidance {result['guidance']}, n={result['n']}: "
             f"FD_cls {result['fd_cls']:.3f} (floor {result['fd_cls_floor']:.3f})")
     if "class_agreement" in result:
@@ -269,8 +414,6 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ train-classifier
 def _add_train_classifier_parser(sub) -> None:
-    from .evaluate import CLASSIFIER_PATH
-
     p = sub.add_parser(
         "train-classifier", help="train the Fashion-MNIST classifier whose features FD_cls uses",
         description="Train the small Fashion-MNIST CNN behind FD_cls with the committed recipe, report its test "
@@ -280,52 +423,42 @@ def _add_train_classifier_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and shuffling (default: 0)")
     p.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak one-cycle learning rate (default: 3e-3)")
-    p.add_argument("--device", default="cpu", help="device (default: cpu)")
-    p.add_argument("--out", default=str(CLASSIFIER_PATH.relative_to(CLASSIFIER_PATH.parents[1])),
-                   metavar="PATH", help="weights file; the record goes beside it as .json "
-                                        "(default: checkpoints/classifier.safetensors)")
+    p.add_argument("--device", type=device_arg, help="device (default: CUDA, then MPS, then CPU)")
+    p.add_argument("--out", default="runs/classifier.safetensors", metavar="PATH",
+                   help="weights file; the record goes beside it as .json (default: runs/classifier.safetensors)")
+    _add_force(p)
     p.set_defaults(func=train_classifier_command)
 
 
 def train_classifier_command(args: argparse.Namespace) -> int:
     from .evaluate import save_classifier, train_classifier
+    from .runtime import default_device
 
+    if not args.out.endswith(".safetensors"):
+        raise ValueError(f"--out must end in .safetensors, got {args.out!r}")
+    for path in (args.out, Path(args.out).with_suffix(".json")):
+        refuse_shipped(path, args.force)
+    device = torch.device(args.device) if args.device is not None else default_device()
     command = (f"python -m minidiff train-classifier --epochs {args.epochs} --seed {args.seed} "
-               f"--batch-size {args.batch_size} --lr {args.lr} --device {args.device} --out {args.out}")
-    try:
-        if not args.out.endswith(".safetensors"):
-            raise ValueError(f"--out must end in .safetensors, got {args.out!r}")
-        model, record = train_classifier(epochs=args.epochs, seed=args.seed, device=args.device,
-                                         batch_size=args.batch_size, lr=args.lr)
-        save_classifier(model, args.out, {"command": command, **record})
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"minidiff train-classifier: error: {e}", file=sys.stderr)
-        return 1
+               f"--batch-size {args.batch_size} --lr {args.lr} --device {device} --out {args.out}")
+    model, record = train_classifier(epochs=args.epochs, seed=args.seed, device=device,
+                                     batch_size=args.batch_size, lr=args.lr)
+    save_classifier(model, args.out, {"command": command, **record})
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}: test accuracy {record['test_accuracy']:.4f}")
     return 0
 
 
-def export(args: argparse.Namespace) -> int:
-    from .checkpoint import export_for_sampling
-    try:
-        path = export_for_sampling(args.ckpt, args.out, weights=args.weights, dtype=args.dtype)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"minidiff export: error: {e}", file=sys.stderr)
-        return 1
-    kept = "weights, EMA" if args.weights == "both" else "EMA weights"
-    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): {kept} ({args.dtype}), config and losses; "
-          "no optimizer state")
-    return 0
-
-
+# ------------------------------------------------------------------------------------------ export
 def _add_export_parser(sub) -> None:
     from .checkpoint import EXPORT_DTYPES, EXPORT_WEIGHTS
+
     p = sub.add_parser("export", help="copy a checkpoint without its optimizer state (for sampling only)",
                        description="Write a smaller copy of a training checkpoint: model and EMA weights, config "
                                    "and loss history, without the optimizer and random states. load_model and "
                                    "`sample`/`evaluate` read it; training cannot be resumed from it. "
                                    "--weights ema --dtype float16 makes it about 4x smaller still.")
-    p.add_argument("--ckpt", required=True, metavar="PATH", help="checkpoint written by `minidiff train`")
+    p.add_argument("--ckpt", required=True, metavar="PATH",
+                   help="checkpoint written by `train`, or a shipped model: fashion-mnist-cond, toy-2d")
     p.add_argument("--out", required=True, metavar="PATH", help="where to write the exported copy")
     p.add_argument("--weights", choices=EXPORT_WEIGHTS, default="both",
                    help="'both': training and EMA weights; 'ema': only the EMA weights that sampling uses "
@@ -333,32 +466,54 @@ def _add_export_parser(sub) -> None:
     p.add_argument("--dtype", choices=EXPORT_DTYPES, default="float32",
                    help="storage precision of the parameters; load_model returns float32 either way "
                         "(default: float32)")
+    _add_force(p)
     p.set_defaults(func=export)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m minidiff", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command")
-    p = sub.add_parser("demo", help="sample a 2D data set with the exact denoiser (no training)")
-    p.add_argument("--schedule", default="cosine", choices=["linear", "cosine", "sigmoid"])
-    p.add_argument("--T", type=int, default=1000, help="number of diffusion steps")
-    p.add_argument("--n", type=int, default=512, help="samples per sampler")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=demo)
-    _add_train_parser(sub)
-    _add_sample_parser(sub)
-    _add_evaluate_parser(sub)
+def export(args: argparse.Namespace) -> int:
+    from .checkpoint import export_for_sampling
+
+    refuse_shipped(args.out, args.force)
+    path = export_for_sampling(checkpoint_path(args.ckpt), args.out, weights=args.weights, dtype=args.dtype)
+    kept = "weights, EMA" if args.weights == "both" else "EMA weights"
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): {kept} ({args.dtype}), config and losses; "
+          "no optimizer state")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ main
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; ``prog`` (default: :func:`prog_name`) names the program in usage, help,
+    examples and errors."""
+    prog = prog_name() if prog is None else prog
+    parser = _Parser(prog=prog, description="minidiff: diffusion models from scratch. Train, sample and evaluate "
+                                            "noise predictors; run without a command for a quick demo.")
+    parser.add_argument("--version", action="version", version=f"minidiff {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_demo_parser(sub)
+    _add_train_parser(sub, prog)
+    _add_sample_parser(sub, prog)
+    _add_evaluate_parser(sub, prog)
     _add_train_classifier_parser(sub)
     _add_export_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit status (2 for bad input, reported as one line on stderr)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        args = parser.parse_args(["demo", *(argv or [])])
-    return args.func(args)
+        args = parser.parse_args(["demo"])
+    try:
+        return args.func(args)
+    except INPUT_ERRORS as e:
+        message = " ".join(str(e).splitlines())
+        print(f"{parser.prog} {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

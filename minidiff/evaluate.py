@@ -216,7 +216,7 @@ def load_classifier(path=None, *, device=None) -> Classifier:
     if path is None:
         from .pretrained import pretrained
 
-        path = pretrained("classifier.safetensors")         # the repository's copy, or downloaded (Colab)
+        path = pretrained("classifier.safetensors")         # shipped inside the package
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no classifier weights at {path}; train them with "
@@ -390,12 +390,15 @@ def evaluate_samples(samples: torch.Tensor, labels: torch.Tensor | None = None, 
 
 def generate(model: nn.Module, sched, *, n: int, sampler: str = "ddim", steps: int | None = None,
              eta: float = 0.0, guidance: float = 1.0, batch_size: int = 500, seed: int = 0,
-             device=None, variance: str = "beta_tilde") -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+             device=None, variance: str = "beta_tilde",
+             callback=None) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """Sample ``n`` Fashion-MNIST images in batches: the sampling half of :func:`evaluate_model`.
 
     A class-conditional model gets class-balanced labels (sample i has label i mod num_classes) and guidance
     scale ``guidance``; an unconditional one needs ``guidance=1``. ``steps`` defaults to 50 for DDIM and to all
     T for DDPM (fewer: DDPM on the respaced chain); ``variance`` is DDPM's (``"beta_tilde"`` or ``"beta"``).
+    ``callback(i, t, x_t, x0_hat)`` goes to the sampler of every batch: it is called once per step of each batch
+    (a progress bar's hook).
 
     Returns:
         (samples (n, 1, 28, 28) on the CPU, labels (n,) or None, settings: sampler, steps, eta, guidance, seed,
@@ -433,7 +436,8 @@ def generate(model: nn.Module, sched, *, n: int, sampler: str = "ddim", steps: i
         for i in range(0, n, batch_size):
             b = min(batch_size, n - i)
             y = labels[i:i + b].to(device) if labels is not None else None
-            kwargs = dict(y=y, guidance_scale=guidance if y is not None else 1.0, generator=gen, device=device)
+            kwargs = dict(y=y, guidance_scale=guidance if y is not None else 1.0, generator=gen, device=device,
+                          callback=callback)
             if sampler == "ddim":
                 x = ddim_sample(model, (b, *IMAGE_SHAPE), sched, steps=steps, eta=eta, **kwargs)
             else:
@@ -451,7 +455,7 @@ def generate(model: nn.Module, sched, *, n: int, sampler: str = "ddim", steps: i
 
 def evaluate_model(model: nn.Module, sched, *, n: int = 10000, sampler: str = "ddim", steps: int | None = None,
                    eta: float = 0.0, guidance: float = 1.0, batch_size: int = 500, seed: int = 0, device=None,
-                   classifier: nn.Module | None = None, root=None) -> dict:
+                   classifier: nn.Module | None = None, root=None, callback=None) -> dict:
     """Sample ``n`` Fashion-MNIST images from a diffusion model (:func:`generate`) and score them with
     :func:`evaluate_samples`.
 
@@ -460,12 +464,14 @@ def evaluate_model(model: nn.Module, sched, *, n: int = 10000, sampler: str = "d
             ``steps`` must be None or T).
         guidance: the guidance scale for a class-conditional model (class-balanced labels); 1 otherwise.
         batch_size: images per sampler call. seed: seeds the sampler's generator.
+        callback: called once per sampler step of every batch (see :func:`generate`).
 
     Returns:
         the metrics plus the sampling settings and ``seconds`` spent sampling.
     """
     samples, labels, settings = generate(model, sched, n=n, sampler=sampler, steps=steps, eta=eta,
-                                         guidance=guidance, batch_size=batch_size, seed=seed, device=device)
+                                         guidance=guidance, batch_size=batch_size, seed=seed, device=device,
+                                         callback=callback)
     result = evaluate_samples(samples, labels, classifier=classifier, n=n, root=root)
     result.update(settings)
     return result
