@@ -255,9 +255,9 @@ def test_evaluate_command(tmp_path, monkeypatch, capsys):
     assert {"fd_cls", "fd_cls_floor", "class_agreement"} <= set(result)
     assert "FD_cls" in capsys.readouterr().out
     rc = main(["evaluate", "--ckpt", str(ckpt), "--sampler", "ddpm", "--steps", "5", "--device", "cpu"])
-    assert rc == 1 and "--steps applies to --sampler ddim only" in capsys.readouterr().err
+    assert rc == 2 and "--steps applies to --sampler ddim only" in capsys.readouterr().err
     rc = main(["train-classifier", "--out", str(tmp_path / "c.pt")])
-    assert rc == 1 and "--out must end in .safetensors" in capsys.readouterr().err
+    assert rc == 2 and "--out must end in .safetensors" in capsys.readouterr().err
 
 
 def test_result_files_name_the_machine():

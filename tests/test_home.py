@@ -68,6 +68,8 @@ def test_the_install_cell_installs_this_release_or_the_repository():
     cell = first_cell()
     assert f'%pip install --quiet "{home.PYPI_NAME}=={minidiff.__version__}"' in cell
     assert f'git+{home.REPO_URL}@{home.BRANCH}' in cell and pip_spec("repository") in cell
+    setup_page = (ROOT / "book" / "setup.md").read_text()
+    assert pip_spec() in setup_page and pip_spec("repository") in setup_page, "the setup page shows another cell"
 
 
 def test_the_tool_moves_every_use_to_a_new_home(tmp_path, monkeypatch):
