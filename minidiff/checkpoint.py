@@ -5,9 +5,10 @@ loads with ``torch.load(weights_only=True)``: loading never runs code from the f
 class and constructor arguments, schedule betas, training config) is stored as one JSON string inside. A
 SHA-256 digest of everything else detects a damaged file, which the zip container alone does not. Files are
 written atomically: a temporary file in the same folder, flushed to disk, then renamed over the old one, so a
-crash mid-write leaves the previous checkpoint intact.
+crash mid-write leaves the previous checkpoint intact. ::
 
-    model, sched, config = minidiff.load_model("checkpoints/toy-2d.pt")   # the EMA weights, ready to sample
+    # the EMA weights, ready to sample
+    model, sched, config = minidiff.load_model("checkpoints/toy-2d.pt")
 """
 from __future__ import annotations
 
@@ -95,11 +96,16 @@ def export_for_sampling(src, dst, *, weights: str = "both", dtype: str = "float3
     be resumed from the exported file (a clear error says so).
 
     Args:
+        src: the checkpoint to copy.
+        dst: the file to write (atomically).
         weights: ``"both"`` keeps the training and the EMA weights; ``"ema"`` only the EMA weights, which is
             what sampling uses (``load_model(..., ema=False)`` then raises a clear error).
         dtype: ``"float16"`` stores the parameters in half precision (half the bytes; a rounding of about 5e-4
             relative, below what a trained model's samples show) and :func:`load_model` returns a float32 model
             as usual. ``"float32"`` keeps them as they are.
+
+    Returns:
+        The path of the written file.
     """
     check_choice(weights, "weights", EXPORT_WEIGHTS)
     check_choice(dtype, "dtype", EXPORT_DTYPES)

@@ -1,10 +1,11 @@
 """Converting between the three things a network can predict: eps, x_0 and v — chapters 3 and 5.
 
-With x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps:
+With x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps (the first line is DDPM eq. 15 rearranged, v is
+Salimans & Ho 2022's target)::
 
-    x_0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)       (DDPM eq. 15 rearranged)
+    x_0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)
     eps = (x_t - sqrt(alpha_bar) x_0) / sqrt(1 - alpha_bar)
-    v   = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0            (Salimans & Ho 2022)
+    v   = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0
     x_0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v
     eps = sqrt(1 - alpha_bar) x_t + sqrt(alpha_bar) v
 
@@ -26,7 +27,15 @@ Scalar = float | torch.Tensor   # a Python float, or a tensor broadcasting again
 
 
 def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: Scalar) -> torch.Tensor:
-    """Predicted clean data from a noise prediction (guarded where alpha_bar = 0)."""
+    """Predicted clean data from a noise prediction (guarded where alpha_bar = 0).
+
+    Args:
+        x_t: (B, ...) the noised data.
+        eps: (B, ...) the noise prediction.
+        alpha_bar: alpha_bar_t, a float or a tensor that broadcasts against ``x_t``, e.g. (B, 1, 1, 1).
+
+    Where alpha_bar is exactly 0 (zero terminal SNR) the division uses ``ALPHA_BAR_MIN`` = 2^-24 instead.
+    """
     if torch.is_tensor(alpha_bar):
         safe = torch.where(alpha_bar > 0, alpha_bar, ALPHA_BAR_MIN)
     else:
@@ -35,18 +44,44 @@ def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: Scalar) -> torc
 
 
 def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar: Scalar) -> torch.Tensor:
-    """The noise implied by a clean-data estimate (1 - alpha_bar > 0 for every valid schedule index)."""
+    """The noise implied by a clean-data estimate (1 - alpha_bar > 0 for every valid schedule index).
+
+    Args:
+        x_t: (B, ...) the noised data.
+        x0: (B, ...) the clean-data estimate.
+        alpha_bar: alpha_bar_t, a float or a tensor that broadcasts against ``x_t``, e.g. (B, 1, 1, 1).
+    """
     return (x_t - alpha_bar**0.5 * x0) / (1.0 - alpha_bar) ** 0.5
 
 
 def v_from_eps(x0: torch.Tensor, eps: torch.Tensor, alpha_bar: Scalar) -> torch.Tensor:
-    """The "velocity" target v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0."""
+    """The "velocity" target v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0.
+
+    Args:
+        x0: (B, ...) clean data.
+        eps: (B, ...) the noise.
+        alpha_bar: alpha_bar_t, a float or a tensor that broadcasts against ``x0``, e.g. (B, 1, 1, 1).
+    """
     return alpha_bar**0.5 * eps - (1.0 - alpha_bar) ** 0.5 * x0
 
 
 def x0_from_v(x_t: torch.Tensor, v: torch.Tensor, alpha_bar: Scalar) -> torch.Tensor:
+    """Clean data from a v prediction: x_0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v.
+
+    Args:
+        x_t: (B, ...) the noised data.
+        v: (B, ...) the v prediction.
+        alpha_bar: alpha_bar_t, a float or a tensor that broadcasts against ``x_t``, e.g. (B, 1, 1, 1).
+    """
     return alpha_bar**0.5 * x_t - (1.0 - alpha_bar) ** 0.5 * v
 
 
 def eps_from_v(x_t: torch.Tensor, v: torch.Tensor, alpha_bar: Scalar) -> torch.Tensor:
+    """The noise from a v prediction: eps = sqrt(1 - alpha_bar) x_t + sqrt(alpha_bar) v.
+
+    Args:
+        x_t: (B, ...) the noised data.
+        v: (B, ...) the v prediction.
+        alpha_bar: alpha_bar_t, a float or a tensor that broadcasts against ``x_t``, e.g. (B, 1, 1, 1).
+    """
     return (1.0 - alpha_bar) ** 0.5 * x_t + alpha_bar**0.5 * v

@@ -209,7 +209,7 @@ def load_fashion_mnist(split: str = "train", root=None, download: bool = True) -
 
     Args:
         split: ``"train"`` or ``"test"``.
-        root: a folder holding the IDX files (searched alone); see the module docstring for the search order.
+        root: a folder holding the IDX files (searched alone); see :mod:`minidiff.data` for the search order.
         download: download the official files when they are not found.
 
     Returns:
@@ -287,6 +287,11 @@ def load_cifar10(split: str = "train", root=None, download: bool = True) -> tupl
 
     The batches are pickles; they are read with an unpickler that only rebuilds numpy arrays.
 
+    Args:
+        split: ``"train"`` or ``"test"``.
+        root: a folder holding ``cifar-10-batches-py`` or its files (searched alone); see :mod:`minidiff.data`.
+        download: download and unpack the official archive when the files are not found.
+
     Returns:
         images (N, 3, 32, 32) float32 in [-1, 1], labels (N,) int64 (names in ``CIFAR10_CLASSES``).
     """
@@ -321,8 +326,12 @@ def load_cifar10(split: str = "train", root=None, download: bool = True) -> tupl
 def toy_2d(name: str, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """n points of a 2D toy distribution, roughly zero-mean and unit scale, shape (n, 2) float32.
 
-    ``name``: ``"swiss_roll"``, ``"moons"``, ``"8gaussians"`` (a ring of 8 modes) or ``"checkerboard"``
-    (uniform on 8 squares of a 4x4 board). Randomness comes from ``generator`` only.
+    Args:
+        name: ``"swiss_roll"``, ``"moons"``, ``"8gaussians"`` (a ring of 8 modes) or ``"checkerboard"``
+            (uniform on 8 squares of a 4x4 board).
+        n: number of points.
+        generator: the only source of randomness.
+
     Introduced in chapter 3.
     """
     if name not in TOY_2D:
@@ -359,9 +368,12 @@ class TensorLoader:
     """Mini-batches of in-memory tensors: one ``randperm`` per epoch and index slicing, no per-item Python.
 
     Args:
-        x: (N, ...) data; y: optional (N,) labels (batches then yield ``y_batch``, else ``None``).
-        batch_size: samples per batch. shuffle: a fresh permutation each epoch (from ``generator``).
+        x: (N, ...) data.
+        y: optional (N,) labels (batches then yield ``y_batch``, else ``None``).
+        batch_size: samples per batch.
+        shuffle: a fresh permutation each epoch (from ``generator``).
         drop_last: drop the last incomplete batch (then ``N >= batch_size`` is required).
+        generator: the source of the permutations.
         device: move the data there once, up front (e.g. the GPU), so batches need no copies.
 
     Iterating yields ``(x_batch, y_batch_or_None)``; ``len(loader)`` is the number of batches per epoch.

@@ -48,14 +48,23 @@ def inpaint(model, x0: torch.Tensor, mask: torch.Tensor, sched: NoiseSchedule, *
     4. ``resample - 1`` times: go back up with q(x_t | x_{t'}) = N(sqrt(a_t / a_t') x_{t'}, (1 - a_t / a_t') I)
        and redo steps 1-3 (RePaint's resampling with jump length 1). Not at the last step.
 
+    The model is called ``steps * resample - (resample - 1)`` times.
+
     Args:
+        model: ``model(x_t, t, y) -> eps_hat``.
         x0: (B, ...) images whose known pixels are kept.
         mask: 1 where ``x0`` is known, 0 where it is generated; broadcasts to ``x0``'s shape, e.g. (1, 1, H, W).
-        steps, eta, spacing: as in :func:`minidiff.ddim_sample`. resample: passes per step (>= 1).
-        y, guidance_scale, generator: as in the samplers.
+        sched: the noise schedule the model was trained with.
+        steps: reverse steps, as in :func:`minidiff.ddim_sample`.
+        resample: passes per step (>= 1); 1 is no resampling.
+        eta: the DDIM noise level of the unknown part.
+        spacing: which timesteps (see :func:`minidiff.ddim_timesteps`).
+        y: optional (B,) class labels, for a conditional model.
+        guidance_scale: the guidance scale, as in the samplers.
+        generator: the source of every noise draw.
 
-    Returns the inpainted images, shape of ``x0``; exactly ``x0`` where ``mask == 1``. The model is called
-    ``steps * resample - (resample - 1)`` times.
+    Returns:
+        The inpainted images, shape of ``x0``; exactly ``x0`` where ``mask == 1``.
     """
     check_tensor(x0, "x0")
     mask = _check_mask(mask, x0)
@@ -102,11 +111,19 @@ def sdedit(model, x0: torch.Tensor, sched: NoiseSchedule, *, strength: float = 0
     keeps only a trace of it (sqrt(a_T) x0, about 0.006 x0 for the linear schedule).
 
     Args:
+        model: ``model(x_t, t, y) -> eps_hat``.
         x0: (B, ...) the images to edit (a rough sketch, a corrupted or a real image) in the data range.
-        strength: in (0, 1]. steps: model calls, 1 <= steps <= t0 + 1.
+        sched: the noise schedule the model was trained with.
+        strength: in (0, 1]: how far to noise, as a fraction of T.
+        steps: model calls, 1 <= steps <= t0 + 1.
+        eta: the DDIM noise level of the denoising steps.
+        y: optional (B,) class labels, for a conditional model.
+        guidance_scale: the guidance scale, as in the samplers.
         noise: optional eps (B, ...) for the closed-form jump; drawn from ``generator`` otherwise.
+        generator: the source of every noise draw.
 
-    Returns the edited images, shape of ``x0``.
+    Returns:
+        The edited images, shape of ``x0``.
     """
     check_tensor(x0, "x0")
     if not isinstance(sched, NoiseSchedule):
@@ -123,13 +140,20 @@ def sdedit(model, x0: torch.Tensor, sched: NoiseSchedule, *, strength: float = 0
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha) -> torch.Tensor:
-    """Spherical interpolation between latents z0 and z1 (B, ...), per sample, at ``alpha`` in [0, 1].
+    """Spherical interpolation between latents z0 and z1 (B, ...), per sample, at ``alpha`` in [0, 1]::
 
-    slerp = sin((1 - alpha) theta) / sin(theta) * z0 + sin(alpha theta) / sin(theta) * z1, where theta is the
-    angle between the flattened z0 and z1 (Shoemake 1985; used for DDIM latents by Song et al. 2020, sec. 5.3).
-    Falls back to the straight line where theta is ~0. ``alpha`` is a float or a tensor (B,) of them.
+        slerp = (sin((1 - alpha) theta) z0 + sin(alpha theta) z1) / sin(theta)
 
-    Returns a tensor of z0's shape; exactly z0 at alpha = 0 and z1 at alpha = 1.
+    where theta is the angle between the flattened z0 and z1 (Shoemake 1985; used for DDIM latents by
+    Song et al. 2020, sec. 5.3). Falls back to the straight line where theta is ~0.
+
+    Args:
+        z0: (B, ...) the latent at ``alpha = 0``.
+        z1: (B, ...) the latent at ``alpha = 1``.
+        alpha: a float or a tensor (B,) of them, in [0, 1].
+
+    Returns:
+        A tensor of z0's shape; exactly z0 at alpha = 0 and z1 at alpha = 1.
     """
     check_tensor(z0, "z0")
     check_same_shape(z0, z1, "z0", "z1")

@@ -18,9 +18,10 @@ class EMA:
 
     Args:
         model: the model being trained (unwrapped, not a DistributedDataParallel wrapper).
-        decay: the final decay in [0, 1); the warm-up above applies on top.
+        decay: the final decay in [0, 1). Early steps use less: ``min(decay, (1 + t) / (10 + t))`` after
+            ``t`` optimizer steps, so the average is not dominated by the random initialisation.
 
-    Buffers (e.g. normalisation statistics) are copied, not averaged.
+    Buffers (e.g. normalisation statistics) are copied, not averaged. Introduced in chapter 4.
     """
 
     def __init__(self, model: torch.nn.Module, decay: float = 0.999):
@@ -28,13 +29,18 @@ class EMA:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     def decay_at(self, step: int) -> float:
-        """The decay used by the update after ``step`` optimizer steps."""
+        """The decay used by the update after ``step`` optimizer steps: min(decay, (1 + step) / (10 + step))."""
         step = check_int(step, "step", low=0)
         return min(self.decay, (1 + step) / (10 + step))
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
-        """ema <- decay * ema + (1 - decay) * weights, with the decay of :meth:`decay_at` (``step``)."""
+        """ema <- decay * ema + (1 - decay) * weights, with the decay of :meth:`decay_at` (``step``).
+
+        Args:
+            model: the model being trained, the same architecture as the copy.
+            step: optimizer steps taken so far.
+        """
         weight = 1.0 - self.decay_at(step)
         ema_params = list(self.model.parameters())
         params = [p.detach() for p in model.parameters()]

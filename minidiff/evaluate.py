@@ -34,11 +34,21 @@ IMAGE_SHAPE = (1, 28, 28)
 
 # ------------------------------------------------------------------------------------------ classifier
 class Classifier(nn.Module):
-    """A small CNN for 28x28 grey images: three conv stages, a feature layer and a linear head.
+    """A small CNN for 28x28 grey images: three conv stages, a feature layer and a linear head::
 
-    (B, 1, 28, 28) -> conv, pool (28 -> 14) -> conv, pool (14 -> 7) -> conv, pool (7 -> 3) -> flatten
-    -> Linear + ReLU: ``features`` (B, feature_dim) -> Linear: logits (B, num_classes).
-    Each conv is 3x3 followed by BatchNorm and ReLU; widths are width, 2 width, 2 width.
+        x (B, 1, 28, 28)
+        -> conv, pool    (B, w, 14, 14)
+        -> conv, pool    (B, 2w, 7, 7)
+        -> conv, pool    (B, 2w, 3, 3) -> flatten
+        -> Linear + ReLU: features (B, feature_dim)
+        -> Linear: logits (B, num_classes)
+
+    Each conv is 3x3 followed by BatchNorm and ReLU; w is ``width``.
+
+    Args:
+        width: channels of the first conv stage.
+        feature_dim: size of the feature layer (the FD_cls features).
+        num_classes: number of classes.
     """
 
     def __init__(self, *, width: int = 32, feature_dim: int = 128, num_classes: int = 10):
@@ -113,16 +123,25 @@ def train_classifier(*, epochs: int = 4, seed: int = 0, device=None, batch_size:
     """The committed recipe for the FD_cls classifier: AdamW with a one-cycle learning rate on all 60,000
     Fashion-MNIST training images (no augmentation), then one pass over the test set.
 
+    The global random state is left untouched: all randomness comes from ``seed``.
+
     Args:
-        epochs, seed, batch_size, lr, weight_decay, width: the recipe (defaults are the shipped model's).
+        epochs: passes over the training set.
+        seed: the source of every random draw (initial weights, data order, dropout).
         device: where to train (default: CPU).
+        batch_size: images per step.
+        lr: the peak learning rate of the one-cycle schedule.
+        weight_decay: AdamW's decoupled weight decay.
+        width: the classifier's width (see :class:`Classifier`).
         out: if given, save the weights there (safetensors, written atomically) and a JSON record beside it.
         root: where to look for the data (see :func:`minidiff.data.load_fashion_mnist`).
         log: called with one progress line per epoch (``None``: silent).
 
+    The defaults are the shipped model's recipe.
+
     Returns:
-        (classifier in eval mode, record dict with "test_accuracy", "train_seconds" and the recipe).
-    The global random state is left untouched: all randomness comes from ``seed``.
+        ``(classifier, record)``: the classifier in eval mode and a dict with ``"test_accuracy"``,
+        ``"train_seconds"`` and the recipe.
     """
     from .data import TensorLoader, load_fashion_mnist
 
@@ -209,6 +228,10 @@ def load_classifier(path=None, *, device=None) -> Classifier:
     """Load the FD_cls classifier (default: the shipped ``checkpoints/classifier.safetensors``), in eval mode.
 
     safetensors files hold only tensors and a string metadata table: loading runs no code.
+
+    Args:
+        path: a ``.safetensors`` file written by :func:`train_classifier`.
+        device: where to put the model (default: CPU).
     """
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -255,7 +278,7 @@ def _check_psd(lam: torch.Tensor, name: str) -> None:
 
 
 def frechet_distance(mu1, cov1, mu2, cov2) -> float:
-    """Squared Fréchet (2-Wasserstein) distance between N(mu1, cov1) and N(mu2, cov2):
+    """Squared Fréchet (2-Wasserstein) distance between N(mu1, cov1) and N(mu2, cov2)::
 
         d^2 = ||mu1 - mu2||^2 + tr(C1) + tr(C2) - 2 tr( (C1^1/2 C2 C1^1/2)^1/2 )
 
@@ -263,7 +286,10 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     matrix C1^1/2 C2 C1^1/2 with ``eigh`` in float64 — no complex parts to discard, unlike ``sqrtm(C1 @ C2)``.
 
     Args:
-        mu1, mu2: (d,) means; cov1, cov2: (d, d) symmetric positive semi-definite covariances.
+        mu1: (d,) the first mean.
+        cov1: (d, d) the first covariance, symmetric positive semi-definite.
+        mu2: (d,) the second mean.
+        cov2: (d, d) the second covariance.
     """
     mu1, cov1 = _as_float64(mu1, "mu1"), _as_float64(cov1, "cov1")
     mu2, cov2 = _as_float64(mu2, "mu2"), _as_float64(cov2, "cov2")
@@ -303,7 +329,10 @@ def feature_stats(features) -> tuple[torch.Tensor, torch.Tensor]:
 def fd_cls(images_a: torch.Tensor, images_b: torch.Tensor, classifier: nn.Module | None = None) -> float:
     """FD_cls: Fréchet distance between the classifier features of two image sets (N, 1, 28, 28) in [-1, 1].
 
-    ``classifier`` defaults to the shipped one (:func:`load_classifier`).
+    Args:
+        images_a: (N, 1, 28, 28) images in [-1, 1].
+        images_b: (M, 1, 28, 28) images in [-1, 1].
+        classifier: whose features to compare; default the shipped one (:func:`load_classifier`).
     """
     classifier = classifier if classifier is not None else load_classifier()
     fa = _apply(classifier, _check_images(images_a, "images_a"), "features")         # (Na, d)
@@ -312,7 +341,13 @@ def fd_cls(images_a: torch.Tensor, images_b: torch.Tensor, classifier: nn.Module
 
 
 def class_agreement(images: torch.Tensor, labels: torch.Tensor, classifier: nn.Module | None = None) -> float:
-    """Fraction of ``images`` (N, 1, 28, 28) that the classifier assigns their intended ``labels`` (N,)."""
+    """Fraction of ``images`` (N, 1, 28, 28) that the classifier assigns their intended ``labels`` (N,).
+
+    Args:
+        images: (N, 1, 28, 28) images in [-1, 1].
+        labels: (N,) the labels they were generated for.
+        classifier: default the shipped one (:func:`load_classifier`).
+    """
     classifier = classifier if classifier is not None else load_classifier()
     images = _check_images(images, "images")
     if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.shape != (images.shape[0],):
@@ -330,7 +365,12 @@ def class_diversity(images: torch.Tensor, labels: torch.Tensor, classifier: nn.M
     over the classes present (each with at least 2 images).
 
     0 when every image of a class is the same; compare generated images with real ones of the same labels
-    (the ratio is 1 for a generator as varied as the data). Args: images (N, 1, 28, 28), labels (N,).
+    (the ratio is 1 for a generator as varied as the data).
+
+    Args:
+        images: (N, 1, 28, 28) images in [-1, 1].
+        labels: (N,) their labels.
+        classifier: default the shipped one (:func:`load_classifier`).
     """
     classifier = classifier if classifier is not None else load_classifier()
     images = _check_images(images, "images")
@@ -363,6 +403,9 @@ def evaluate_samples(samples: torch.Tensor, labels: torch.Tensor | None = None, 
         samples: (N, 1, 28, 28) generated images in [-1, 1]; the first ``n`` are used (default: all, at most
             10,000, the size of the test set).
         labels: optional (N,) labels the samples were generated for.
+        classifier: default the shipped one (:func:`load_classifier`).
+        n: how many samples, test and training images to compare.
+        root: where to look for the real images (see :func:`minidiff.data.load_fashion_mnist`).
 
     Returns:
         {"fd_cls", "fd_cls_floor", "class_agreement" (only with labels), "n"}.
@@ -395,10 +438,23 @@ def generate(model: nn.Module, sched, *, n: int, sampler: str = "ddim", steps: i
     """Sample ``n`` Fashion-MNIST images in batches: the sampling half of :func:`evaluate_model`.
 
     A class-conditional model gets class-balanced labels (sample i has label i mod num_classes) and guidance
-    scale ``guidance``; an unconditional one needs ``guidance=1``. ``steps`` defaults to 50 for DDIM and to all
-    T for DDPM (fewer: DDPM on the respaced chain); ``variance`` is DDPM's (``"beta_tilde"`` or ``"beta"``).
-    ``callback(i, t, x_t, x0_hat)`` goes to the sampler of every batch: it is called once per step of each batch
-    (a progress bar's hook).
+    scale ``guidance``; an unconditional one needs ``guidance=1``.
+
+    Args:
+        model: the diffusion model, ``model(x_t, t, y) -> eps_hat`` for 1 x 28 x 28 images.
+        sched: its noise schedule.
+        n: number of images.
+        sampler: ``"ddim"`` or ``"ddpm"``.
+        steps: model calls per image; default 50 for DDIM and all T for DDPM (fewer: DDPM on the respaced
+            chain).
+        eta: DDIM's noise level.
+        guidance: the guidance scale for a class-conditional model (class-balanced labels); 1 otherwise.
+        batch_size: images per sampler call.
+        seed: seeds the sampler's generator.
+        device: where to sample (default: the model's device).
+        variance: DDPM's, ``"beta_tilde"`` or ``"beta"``.
+        callback: ``callback(i, t, x_t, x0_hat)``, passed to the sampler of every batch: it is called once per
+            step of each batch (a progress bar's hook).
 
     Returns:
         (samples (n, 1, 28, 28) on the CPU, labels (n,) or None, settings: sampler, steps, eta, guidance, seed,
@@ -460,10 +516,19 @@ def evaluate_model(model: nn.Module, sched, *, n: int = 10000, sampler: str = "d
     :func:`evaluate_samples`.
 
     Args:
-        sampler: ``"ddim"`` (``steps`` model calls, default 50, noise level ``eta``) or ``"ddpm"`` (all T steps;
-            ``steps`` must be None or T).
+        model: the diffusion model, ``model(x_t, t, y) -> eps_hat`` for 1 x 28 x 28 images.
+        sched: its noise schedule.
+        n: number of images (at most 10,000, the test set).
+        sampler: ``"ddim"`` or ``"ddpm"``.
+        steps: model calls per image; default 50 for DDIM and all T for DDPM (fewer: DDPM on the respaced
+            chain).
+        eta: DDIM's noise level.
         guidance: the guidance scale for a class-conditional model (class-balanced labels); 1 otherwise.
-        batch_size: images per sampler call. seed: seeds the sampler's generator.
+        batch_size: images per sampler call.
+        seed: seeds the sampler's generator.
+        device: where to sample (default: the model's device).
+        classifier: default the shipped one (:func:`load_classifier`).
+        root: where to look for the real images (see :func:`minidiff.data.load_fashion_mnist`).
         callback: called once per sampler step of every batch (see :func:`generate`).
 
     Returns:

@@ -29,7 +29,14 @@ def jshtml(anim, *, default_mode: str = "loop"):
     """A self-contained HTML player for ``anim`` (a ``FuncAnimation``); closes its figure.
 
     Frames are rendered at the figure's own dpi (not ``savefig.dpi``), so ``plt.subplots(dpi=64)`` keeps the
-    page light. Returns an ``IPython.display.HTML`` object: the last expression of a cell shows it.
+    page light.
+
+    Args:
+        anim: the animation, e.g. from :func:`animate`.
+        default_mode: what the player does at the last frame: ``"loop"``, ``"once"`` or ``"reflect"``.
+
+    Returns:
+        An ``IPython.display.HTML`` object: the last expression of a cell shows it.
     """
     import matplotlib.pyplot as plt
     from IPython.display import HTML
@@ -46,7 +53,14 @@ def jshtml(anim, *, default_mode: str = "loop"):
 
 
 def animate(draw: Callable[[int], None], fig, n_frames: int, *, interval: int = 150):
-    """``FuncAnimation`` calling ``draw(frame)`` for frames 0..n_frames-1 (no blitting: simple and robust)."""
+    """``FuncAnimation`` calling ``draw(frame)`` for frames 0..n_frames-1 (no blitting: simple and robust).
+
+    Args:
+        draw: redraws the figure for frame number ``frame``.
+        fig: the matplotlib figure ``draw`` draws on.
+        n_frames: number of frames.
+        interval: milliseconds between frames when played.
+    """
     from matplotlib.animation import FuncAnimation
 
     return FuncAnimation(fig, draw, frames=n_frames, interval=interval, repeat=True)
@@ -60,7 +74,13 @@ def to_image(x: torch.Tensor) -> np.ndarray:
 
 
 def image_row(ax, images: torch.Tensor, *, padding: int = 2) -> None:
-    """Show a batch (B, 1, H, W) in [-1, 1] side by side on ``ax`` (grey, axes hidden)."""
+    """Show a batch (B, 1, H, W) in [-1, 1] side by side on ``ax`` (grey, axes hidden).
+
+    Args:
+        ax: a matplotlib axes.
+        images: (B, 1, H, W) images in [-1, 1].
+        padding: white pixels between the images.
+    """
     B, _, H, W = images.shape
     row = np.ones((H, B * (W + padding) - padding), dtype=np.float32)
     for i in range(B):
@@ -71,14 +91,30 @@ def image_row(ax, images: torch.Tensor, *, padding: int = 2) -> None:
 
 def scatter(ax, points: torch.Tensor, *, lim: float = 3.5, color: str = "C0", size: float = 2.0,
             title: str | None = None, label: str | None = None) -> None:
-    """2D points (N, 2) on ``ax`` with a fixed square window, so frames and panels compare."""
+    """2D points (N, 2) on ``ax`` with a fixed square window, so frames and panels compare.
+
+    Args:
+        ax: a matplotlib axes.
+        points: (N, 2) the points.
+        lim: the window is [-lim, lim] on both axes.
+        color: the points' matplotlib colour.
+        size: the marker size.
+        title: the axes' title, if any.
+        label: the legend label, if any.
+    """
     p = points.detach().float().cpu().numpy()
     ax.scatter(p[:, 0], p[:, 1], s=size, c=color, alpha=0.6, linewidths=0, label=label)
     style_2d_axes(ax, lim=lim, title=title)
 
 
 def plot_schedules(scheds: Sequence, axes, *, paper_t: bool = True) -> None:
-    """beta_t, alpha_bar_t and SNR(t) (log scale) of each schedule on three axes, labelled by ``sched.name``."""
+    """beta_t, alpha_bar_t and SNR(t) (log scale) of each schedule on three axes, labelled by ``sched.name``.
+
+    Args:
+        scheds: the :class:`~minidiff.schedules.NoiseSchedule` objects to compare.
+        axes: three matplotlib axes.
+        paper_t: label the x axis with the paper's step t = 1..T (True) or the 0-based index.
+    """
     for sched in scheds:
         t = torch.arange(1, sched.T + 1) if paper_t else torch.arange(sched.T)
         axes[0].plot(t, sched.betas, label=sched.name)

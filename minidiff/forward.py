@@ -1,8 +1,10 @@
 """The forward (noising) process — chapters 1 and 2.
 
-q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)          DDPM eq. (2)
-q(x_t | x_0)     = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)   DDPM eq. (4)
-q(x_{t-1} | x_t, x_0) = N(mu_tilde_t, beta_tilde_t I)              DDPM eqs. (6)-(7)
+One step, the closed form and the posterior (DDPM eqs. 2, 4 and 6-7)::
+
+    q(x_t | x_{t-1})      = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)
+    q(x_t | x_0)          = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)
+    q(x_{t-1} | x_t, x_0) = N(mu_tilde_t, beta_tilde_t I)
 
 ``t`` is the 0-based index (paper step t = index + 1), see :mod:`minidiff.schedules`.
 """
@@ -29,7 +31,12 @@ def q_step(x_prev: torch.Tensor, t, sched: NoiseSchedule, noise: torch.Tensor | 
     Args:
         x_prev: (B, ...) the previous state (the paper's x_{t-1}; clean data when ``t == 0``).
         t: (B,) int tensor or int, the index of the step taken, in [0, T-1].
+        sched: the noise schedule ``t`` indexes.
         noise: optional (B, ...) standard normal noise; drawn from ``generator`` otherwise.
+        generator: the source of ``noise`` when it is not given.
+
+    Returns:
+        x_t, the shape of ``x_prev``.
 
     Introduced in chapter 1.
     """
@@ -47,7 +54,12 @@ def q_sample(x0: torch.Tensor, t, sched: NoiseSchedule, noise: torch.Tensor | No
     Args:
         x0: (B, ...) clean data.
         t: (B,) int tensor or int in [0, T-1].
+        sched: the noise schedule ``t`` indexes.
         noise: optional (B, ...) eps ~ N(0, I); drawn from ``generator`` otherwise.
+        generator: the source of ``noise`` when it is not given.
+
+    Returns:
+        x_t, the shape of ``x0``.
 
     Introduced in chapter 2. Same as diffusers' ``scheduler.add_noise(x0, noise, t)``.
     """
@@ -63,12 +75,20 @@ def _q_sample(x0: torch.Tensor, t: torch.Tensor, sched: NoiseSchedule, noise: to
 
 
 def q_posterior(x0: torch.Tensor, x_t: torch.Tensor, t, sched: NoiseSchedule) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and variance of the forward-process posterior q(x_{t-1} | x_t, x_0) (DDPM eqs. 6-7).
+    """Mean and variance of the forward-process posterior q(x_{t-1} | x_t, x_0) (DDPM eqs. 6-7)::
 
-    mean = beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t) x_0 + (1 - alpha_bar_{t-1}) sqrt(alpha_t) / (1 - alpha_bar_t) x_t
-    variance = beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t
+        mean    = coef_x0 x_0 + coef_xt x_t
+        coef_x0 = beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t)
+        coef_xt = (1 - alpha_bar_{t-1}) sqrt(alpha_t) / (1 - alpha_bar_t)
+        var     = beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t
 
     At ``t == 0`` (paper t = 1) the posterior is the point mass at x_0: mean = x_0, variance = 0.
+
+    Args:
+        x0: (B, ...) clean data.
+        x_t: (B, ...) the noised data at index ``t``.
+        t: (B,) int tensor or int in [0, T-1].
+        sched: the noise schedule ``t`` indexes.
 
     Returns:
         mean (B, ...) and variance (B, 1, ..., 1), in ``x_t``'s dtype.

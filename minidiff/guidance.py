@@ -1,6 +1,8 @@
 """Classifier-free guidance — chapter 7.
 
-eps = eps_uncond + s * (eps_cond - eps_uncond)     (Ho & Salimans 2022, eq. 6 with s = 1 + w)
+The guided noise prediction (Ho & Salimans 2022, eq. 6, with s = 1 + w)::
+
+    eps = eps_uncond + s * (eps_cond - eps_uncond)
 
 ``s = 1`` is plain conditional sampling (one model call), ``s = 0`` is unconditional; the paper's guidance
 weight is ``w = s - 1`` (see :func:`minidiff.conventions.cfg_w_from_scale`).
@@ -25,7 +27,8 @@ def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) 
     """eps_uncond + scale * (eps_cond - eps_uncond), exact at scale 0 and 1 (``torch.lerp``).
 
     Args:
-        eps_uncond, eps_cond: (B, ...) unconditional and conditional noise predictions.
+        eps_uncond: (B, ...) the unconditional noise prediction.
+        eps_cond: (B, ...) the conditional noise prediction.
         scale: the guidance scale s (any real number; the CFG paper's w is s - 1).
 
     Introduced in chapter 7.

@@ -1,7 +1,9 @@
 """The training objective — chapter 3.
 
-L_simple = E_{t, x_0, eps} || eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t) ||^2
-(DDPM eq. 14, Algorithm 1).
+The loss of DDPM's Algorithm 1 (eq. 14), with t uniform over the steps and eps ~ N(0, I)::
+
+    L_simple = E_{t, x_0, eps} || eps - eps_theta(x_t, t) ||^2
+    x_t      = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps
 """
 from __future__ import annotations
 
@@ -22,14 +24,15 @@ def eps_loss(model, x0: torch.Tensor, sched: NoiseSchedule, y: torch.Tensor | No
     Args:
         model: ``model(x_t, t, y) -> eps_hat``.
         x0: (B, ...) clean data.
+        sched: the noise schedule.
         y: optional (B,) class labels for a conditional model.
         p_uncond: probability of replacing each label by the "no label" index ``model.num_classes``
             (classifier-free guidance training, Ho & Salimans 2022, Algorithm 1).
+        generator: the source of every random draw, in the order t, noise, label dropout.
         t: optional (B,) timestep indices; uniform in [0, T-1] when omitted.
         noise: optional (B, ...) eps; standard normal when omitted.
         reduction: ``"mean"`` (a scalar) or ``"none"`` (one loss per sample, shape (B,)).
 
-    Randomness is drawn from ``generator`` in the order t, noise, label dropout.
     Introduced in chapter 3.
     """
     check_choice(reduction, "reduction", ("mean", "none"))

@@ -1,9 +1,10 @@
 """The exact denoiser of a finite data set — used by the tests, the chapters and the exercises.
 
 For the empirical distribution p(x_0) = (1/N) sum_n delta(x_0 - p_n), the minimum-MSE noise prediction
-E[eps | x_t] has a closed form. With x_t = sqrt(a) x_0 + sqrt(1 - a) eps (a = alpha_bar_t):
+E[eps | x_t] has a closed form. With x_t = sqrt(a) x_0 + sqrt(1 - a) eps (a = alpha_bar_t), Bayes' rule with
+the Gaussian likelihood of x_t gives::
 
-    w_n(x_t) = softmax_n( -||x_t - sqrt(a) p_n||^2 / (2 (1 - a)) )     (Bayes, Gaussian likelihood)
+    w_n(x_t) = softmax_n( -||x_t - sqrt(a) p_n||^2 / (2 (1 - a)) )
     E[x_0 | x_t] = sum_n w_n p_n
     E[eps | x_t] = (x_t - sqrt(a) E[x_0 | x_t]) / sqrt(1 - a)
 

@@ -77,16 +77,29 @@ def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, sched: NoiseSchedule
               noise: torch.Tensor | None = None, t_prev: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One ancestral step x_t -> x_{t-1} (DDPM Algorithm 2, line 4), via the posterior mean.
 
-    x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)                 (eq. 15)
-    mean   = coef_x0 * x0_hat + coef_xt * x_t                                      (eq. 7)
-    x_{t-1} = mean + sigma_t z,  sigma_t^2 = beta_tilde_t or beta_t,  z = 0 at t = 0
+    x0_hat by eq. (15), the posterior mean by eq. (7), and no noise (z = 0) at t = 0::
+
+        x0_hat  = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)
+        mean    = coef_x0 * x0_hat + coef_xt * x_t
+        x_{t-1} = mean + sigma_t z,   sigma_t^2 = beta_tilde_t or beta_t
 
     Without clipping the mean equals eq. (11): (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t).
-    Returns (x_{t-1}, x0_hat). ``noise`` (B, ...) is required when ``t > 0``.
 
-    ``t_prev`` < t - 1 skips timesteps: the step goes to ``t_prev`` (-1: the data) as DDPM on the respaced
-    chain t -> t_prev, whose single step has beta = 1 - alpha_bar_t / alpha_bar_prev (Nichol & Dhariwal 2021):
-    the same formulas with that beta, alpha = 1 - beta and alpha_bar_prev.
+    Args:
+        x_t: (B, ...) the current state.
+        eps: (B, ...) the noise prediction at ``x_t``.
+        t: the step's 0-based index, an int in [0, T-1].
+        sched: the noise schedule.
+        variance: ``"beta_tilde"`` (sigma^2 = beta_tilde_t) or ``"beta"`` (sigma^2 = beta_t).
+        clip_x0: clip the predicted x_0 to [-clip_x0, clip_x0] (default: no clipping).
+        noise: (B, ...) the fresh z; required when ``t > 0``.
+        t_prev: where the step goes, default ``t - 1``. A ``t_prev`` < t - 1 skips timesteps: the step goes
+            to ``t_prev`` (-1: the data) as DDPM on the respaced chain t -> t_prev, whose single step has
+            beta = 1 - alpha_bar_t / alpha_bar_prev (Nichol & Dhariwal 2021): the same formulas with that
+            beta, alpha = 1 - beta and alpha_bar_prev.
+
+    Returns:
+        ``(x_prev, x0_hat)``: the new state and the clean-data estimate, both (B, ...).
     """
     t = check_int(t, "t", low=0, high=sched.T - 1)
     t_prev = t - 1 if t_prev is None else check_int(t_prev, "t_prev", low=-1, high=t - 1)
@@ -129,15 +142,25 @@ def ddpm_sample(model, shape, sched: NoiseSchedule, *, y: torch.Tensor | None = 
     Args:
         model: ``model(x_t, t, y) -> eps_hat``.
         shape: (B, ...) of the samples.
+        sched: the noise schedule the model was trained with.
         y: optional (B,) class labels; with ``guidance_scale != 1`` classifier-free guidance is applied.
+        guidance_scale: s in eps_uncond + s (eps_cond - eps_uncond); 1 is plain conditional sampling, one model
+            call per step (see :mod:`minidiff.guidance`).
         variance: ``"beta_tilde"`` (posterior variance, sigma^2 = beta_tilde_t) or ``"beta"`` (sigma^2 = beta_t).
         clip_x0: clip the predicted x_0 to [-clip_x0, clip_x0] (default: no clipping).
         x_T: optional starting noise (B, ...); drawn from ``generator`` otherwise, then one noise draw per
             step except the last.
-        dtype: sampling precision when ``x_T`` is not given (default float32; float64 works).
+        generator: the source of every noise draw.
+        device: where to sample (default: ``x_T``'s device, else the model's).
+        dtype: the sampling precision (default: ``x_T``'s dtype, else float32; float64 works).
+        callback: ``callback(i, t, x_t, x0_hat)``, called once per step (see :mod:`minidiff.samplers`).
         steps: visit only ``steps`` of the T timesteps (those of :func:`ddim_timesteps` with ``spacing``) and run
             DDPM on that respaced chain (:func:`ddpm_step` with ``t_prev``). With ``variance="beta_tilde"`` this
             is DDIM with eta = 1; ``variance="beta"`` is the DDIM paper's sigma-hat sampler. Default: all T.
+        spacing: how ``steps`` timesteps are picked (see :func:`ddim_timesteps`).
+
+    Returns:
+        x_0, the samples, of ``shape``.
 
     Introduced in chapter 5.
     """
@@ -200,9 +223,20 @@ def _ddim_update(x_t, eps, alpha_bar, alpha_bar_prev, *, sigma=0.0, clip_x0=None
 def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, sched: NoiseSchedule, *,
               eta: float = 0.0, clip_x0: float | None = None,
               noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One DDIM step from index ``t`` to ``t_prev < t`` (``t_prev = -1`` is the data). Returns (x_prev, x0_hat).
+    """One DDIM step from index ``t`` to ``t_prev < t`` (``t_prev = -1`` is the data), DDIM eq. (12).
 
-    ``noise`` (B, ...) is required when the step's sigma (DDIM eq. 16) is positive.
+    Args:
+        x_t: (B, ...) the current state.
+        eps: (B, ...) the noise prediction at ``x_t``.
+        t: the step's 0-based index, an int in [0, T-1].
+        t_prev: where the step goes, an int in [-1, t - 1].
+        sched: the noise schedule.
+        eta: noise level, eta >= 0 (0: deterministic); sets sigma by DDIM eq. (16).
+        clip_x0: clip the predicted x_0 to [-clip_x0, clip_x0] (default: no clipping).
+        noise: (B, ...) the fresh z; required when the step's sigma is positive.
+
+    Returns:
+        ``(x_prev, x0_hat)``: the new state and the clean-data estimate, both (B, ...).
     """
     t = check_int(t, "t", low=0, high=sched.T - 1)
     t_prev = check_int(t_prev, "t_prev", low=-1, high=t - 1)
@@ -236,10 +270,25 @@ def ddim_sample(model, shape, sched: NoiseSchedule, *, steps: int = 50, eta: flo
     """DDIM sampling with ``steps`` of the T timesteps (Song et al. 2020, eq. 12).
 
     Args:
-        steps: number of model evaluations, 1 <= steps <= T (see :func:`ddim_timesteps` for ``spacing``).
+        model: ``model(x_t, t, y) -> eps_hat``.
+        shape: (B, ...) of the samples.
+        sched: the noise schedule the model was trained with.
+        steps: number of model evaluations, 1 <= steps <= T.
         eta: noise level, eta >= 0: 0 is deterministic (consumes no randomness once x_T is given);
-            1 with steps = T is DDPM with sigma^2 = beta_tilde.
-        Other arguments as in :func:`ddpm_sample`. Noise is drawn once per step whose sigma > 0.
+            1 with steps = T is DDPM with sigma^2 = beta_tilde. Noise is drawn once per step whose sigma > 0.
+        spacing: ``"trailing"``, ``"leading"`` or ``"linspace"``: which timesteps (see :func:`ddim_timesteps`).
+        y: optional (B,) class labels; with ``guidance_scale != 1`` classifier-free guidance is applied.
+        guidance_scale: s in eps_uncond + s (eps_cond - eps_uncond); 1 is plain conditional sampling, one model
+            call per step (see :mod:`minidiff.guidance`).
+        clip_x0: clip the predicted x_0 to [-clip_x0, clip_x0] (default: no clipping).
+        x_T: optional starting noise (B, ...); drawn from ``generator`` otherwise.
+        generator: the source of every noise draw.
+        device: where to sample (default: ``x_T``'s device, else the model's).
+        dtype: the sampling precision (default: ``x_T``'s dtype, else float32; float64 works).
+        callback: ``callback(i, t, x_t, x0_hat)``, called once per step (see :mod:`minidiff.samplers`).
+
+    Returns:
+        x_0, the samples, of ``shape``.
 
     Introduced in chapter 6.
     """
@@ -280,7 +329,19 @@ def ddim_invert(model, x0: torch.Tensor, sched: NoiseSchedule, *, steps: int = 5
     ``t_next`` (the usual explicit approximation, as in diffusers' ``DDIMInverseScheduler``); the
     reconstruction error of ``ddim_sample(..., x_T=ddim_invert(...), eta=0)`` shrinks as ``steps`` grows.
 
-    Returns x_T with the shape of ``x0``. Introduced in chapter 6.
+    Args:
+        model: ``model(x_t, t, y) -> eps_hat``.
+        x0: (B, ...) the data to encode.
+        sched: the noise schedule the model was trained with.
+        steps: number of model evaluations, 1 <= steps <= T.
+        spacing: which timesteps (see :func:`ddim_timesteps`); use the sampler's.
+        y: optional (B,) class labels, for a conditional model.
+        guidance_scale: the guidance scale, as in :func:`ddim_sample`.
+
+    Returns:
+        x_T, the shape of ``x0``.
+
+    Introduced in chapter 6.
     """
     check_tensor(x0, "x0")
     check_int(steps, "steps", low=1, high=sched.T)

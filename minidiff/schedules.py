@@ -2,14 +2,14 @@
 
 Glossary (one name per quantity, paper notation):
 
-=============  ============================  =====================================
-minidiff       DDPM paper (Ho et al. 2020)    diffusers
-=============  ============================  =====================================
-``betas``      beta_t                        ``betas``
-``alphas``     alpha_t = 1 - beta_t          ``alphas``
-``alpha_bars`` alpha-bar_t = prod alpha_s    ``alphas_cumprod``
-``snr``        alpha-bar_t / (1-alpha-bar_t)  —
-=============  ============================  =====================================
+==============  ===============================  ===================
+minidiff        DDPM paper (Ho et al. 2020)      diffusers
+==============  ===============================  ===================
+``betas``       beta_t                           ``betas``
+``alphas``      alpha_t = 1 - beta_t             ``alphas``
+``alpha_bars``  alpha-bar_t = prod alpha_s       ``alphas_cumprod``
+``snr``         alpha-bar_t / (1 - alpha-bar_t)  —
+==============  ===============================  ===================
 
 Timestep convention (written once, used everywhere): arrays over time have length ``T`` and the 0-based
 index ``i`` is the paper's step ``t = i + 1``. So ``alpha_bars[0]`` belongs to the paper's ``x_1`` and
@@ -36,8 +36,13 @@ class NoiseSchedule:
     """A variance schedule beta_1..beta_T and every quantity derived from it, stored in float64.
 
     Build one with :meth:`linear`, :meth:`cosine` or :meth:`sigmoid` (optionally followed by
-    :meth:`rescale_zero_terminal_snr`), or pass your own ``betas`` (shape ``(T,)``, values in (0, 1); only
-    the last may equal 1, which gives zero terminal SNR).
+    :meth:`rescale_zero_terminal_snr`), or pass your own ``betas``.
+
+    Args:
+        betas: (T,) the betas, values in (0, 1); only the last may equal 1, which gives zero terminal SNR.
+        name: a label for plots and ``repr`` (the constructors set it).
+
+    The attributes ``betas``, ``alphas``, ``alpha_bars`` and ``snr`` are float64 tensors of shape (T,).
 
     Introduced in chapter 1.
     """
@@ -92,7 +97,13 @@ class NoiseSchedule:
     # ---------------------------------------------------------------- constructors
     @classmethod
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "NoiseSchedule":
-        """Betas evenly spaced from ``beta_start`` to ``beta_end`` (DDPM, Ho et al. 2020, sec. 4)."""
+        """Betas evenly spaced from ``beta_start`` to ``beta_end`` (DDPM, Ho et al. 2020, sec. 4).
+
+        Args:
+            T: number of diffusion steps.
+            beta_start: the first beta, in (0, 1).
+            beta_end: the last beta, in (0, 1).
+        """
         T = check_int(T, "T", low=1)
         beta_start = check_real(beta_start, "beta_start", low=0, high=1, low_open=True, high_open=True)
         beta_end = check_real(beta_end, "beta_end", low=0, high=1, low_open=True, high_open=True)
@@ -100,10 +111,16 @@ class NoiseSchedule:
 
     @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "NoiseSchedule":
-        """Improved-DDPM cosine schedule (Nichol & Dhariwal 2021, eq. 17), betas capped at ``max_beta``.
+        """Improved-DDPM cosine schedule (Nichol & Dhariwal 2021, eq. 17), betas capped at ``max_beta``::
 
-        alpha_bar(t) = f(t) / f(0),  f(t) = cos^2(((t/T + s) / (1 + s)) * pi/2),
-        beta_t = min(1 - alpha_bar(t) / alpha_bar(t-1), max_beta).
+            f(t)         = cos^2((t/T + s) / (1 + s) * pi/2)
+            alpha_bar(t) = f(t) / f(0)
+            beta_t       = min(1 - alpha_bar(t) / alpha_bar(t-1), max_beta)
+
+        Args:
+            T: number of diffusion steps.
+            s: the small offset that keeps the first betas from being too small.
+            max_beta: the cap on every beta, in (0, 1).
         """
         T = check_int(T, "T", low=1)
         s = check_real(s, "s", low=0)
@@ -116,7 +133,14 @@ class NoiseSchedule:
     @classmethod
     def sigmoid(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
                 width: float = 6.0) -> "NoiseSchedule":
-        """Betas following a sigmoid from ``beta_start`` to ``beta_end`` (GeoDiff; diffusers' ``"sigmoid"``)."""
+        """Betas following a sigmoid from ``beta_start`` to ``beta_end`` (GeoDiff; diffusers' ``"sigmoid"``).
+
+        Args:
+            T: number of diffusion steps.
+            beta_start: the first beta, in (0, 1).
+            beta_end: the last beta, in (0, 1).
+            width: the sigmoid is evaluated on [-width, width].
+        """
         T = check_int(T, "T", low=1)
         beta_start = check_real(beta_start, "beta_start", low=0, high=1, low_open=True, high_open=True)
         beta_end = check_real(beta_end, "beta_end", low=0, high=1, low_open=True, high_open=True)
@@ -126,7 +150,13 @@ class NoiseSchedule:
 
     @classmethod
     def from_name(cls, name: str, T: int = 1000, **kwargs) -> "NoiseSchedule":
-        """``NoiseSchedule.from_name("cosine", T=1000)`` — the schedules by name, for configs and the CLI."""
+        """``NoiseSchedule.from_name("cosine", T=1000)`` — the schedules by name, for configs and the CLI.
+
+        Args:
+            name: ``"linear"``, ``"cosine"`` or ``"sigmoid"``.
+            T: number of diffusion steps.
+            kwargs: the other arguments of that constructor.
+        """
         if name not in SCHEDULE_NAMES:
             raise ValueError(f"name must be one of {', '.join(map(repr, SCHEDULE_NAMES))} (the schedule); "
                              f"got {name!r}")
@@ -163,6 +193,7 @@ class NoiseSchedule:
 
     @classmethod
     def from_config(cls, cfg: dict) -> "NoiseSchedule":
+        """Rebuild the schedule that :meth:`config` described, with the exact betas."""
         return cls(torch.tensor(cfg["betas"], dtype=torch.float64), name=cfg.get("name", "custom"))
 
 

@@ -14,7 +14,8 @@ files. ``batch_size`` is per process.
 Reproducibility: the run is a function of its config. On the CPU, a run stopped and resumed from its checkpoint
 produces bitwise the same losses and weights as one that never stopped. ::
 
-    config = TrainConfig(dataset="8gaussians", model="mlp", steps=2000, lr=1e-3, out="runs/toy")
+    config = TrainConfig(dataset="8gaussians", model="mlp", steps=2000,
+                         lr=1e-3, out="runs/toy")
     result = train(config)   # result.ema_model samples best
 """
 from __future__ import annotations

@@ -48,9 +48,14 @@ PRESETS: dict[str, dict] = {
 def timestep_embedding(t: torch.Tensor, dim: int, *, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of (possibly fractional) timesteps, as in DDPM and the Transformer.
 
-    emb[:, i] = sin(t * f_i) and emb[:, half + i] = cos(t * f_i), with frequencies f_i = max_period^(-i / (half - 1))
-    for i = 0 .. half - 1, half = dim // 2: geometric from 1 down to 1 / max_period (DDPM's
-    ``get_timestep_embedding``). An odd ``dim`` gets one zero column at the end.
+    With half = dim // 2 and i = 0 .. half - 1 (DDPM's ``get_timestep_embedding``)::
+
+        emb[:, i]        = sin(t * f_i)
+        emb[:, half + i] = cos(t * f_i)
+        f_i              = max_period^(-i / (half - 1))
+
+    The frequencies are geometric from 1 down to 1 / max_period. An odd ``dim`` gets one zero column at the
+    end.
 
     Args:
         t: (B,) timesteps (integer indices or floats).

@@ -1,8 +1,12 @@
 """Small Sphinx hooks for the book.
 
-* The API reference page shows docstrings verbatim, as ``help()`` does. The package's docstrings are plain
-  text written for the terminal (Google-style sections, ASCII formulas, aligned tables); preformatted, they
-  appear exactly as written and never turn a line of prose into broken reStructuredText.
+* Figures with the class ``pixelated`` (small generated images shown enlarged) keep sharp pixels.
+* Pages fit a phone's screen: inline code in the text, and signatures in the API reference, may wrap (Sphinx
+  keeps every word of code on one line, so a long name like ``minidiff.exercises.check_timestep_embedding``
+  would push the page sideways), with a line break preferred right after a module prefix. Signatures
+  longer than ``maximum_signature_line_length`` (``_config.yml``) already put one parameter per line.
+* Docstrings may refer to a public name by its short path, as readers import it (``:func:`minidiff.q_sample```
+  for ``minidiff.forward.q_sample``): such references link to the entry where the API page documents it.
 * Each inline script is emitted once per page. With Jupyter Book 1.0.4, sphinx-thebe registers its
   configuration script twice, and the second copy fails in the browser ("THEBE_JS_URL has already been
   declared").
@@ -15,12 +19,50 @@
 
 from pathlib import Path
 
+CSS_FILE = "minidiff_book.css"
+CSS = """\
+/* Inline code in the text, and everything in API entries (autodoc), may wrap inside a word where a line
+   cannot hold it: Sphinx keeps each word of code on one line, which pushes a phone's page sideways. */
+.bd-article p code.literal span.pre, .bd-article li code.literal span.pre, dl.py span.pre { white-space: normal; }
+.bd-article p code.literal, .bd-article li code.literal, dl.py, dl.py code { overflow-wrap: anywhere; }
+/* The theme's field lists (Parameters, Returns) size their one column to the longest word, past the page. */
+dl.py.py dl.field-list.field-list { grid-template-columns: minmax(0, 1fr); }
+/* A break may follow the module prefix: "minidiff.samplers." | "ddim_sample(". Generated, so never copied. */
+dl.py .sig-prename::after { content: "\\200b"; }
+/* Small generated images (a 28-px sample grid) are shown enlarged with sharp pixels, not blurred. */
+img.pixelated, .pixelated img { image-rendering: pixelated; }
 
-def _verbatim(app, what, name, obj, options, lines):
-    if not any(line.strip() for line in lines):
-        return
-    body = [("    " + line) if line.strip() else "" for line in lines]
-    lines[:] = ["::", ""] + body + [""]
+"""
+
+
+def _add_css(app):
+    if app.builder.format == "html":
+        app.add_css_file(CSS_FILE)
+
+
+def _write_css(app, exception):
+    if exception is None and app.builder.format == "html":
+        static = Path(app.outdir) / "_static"
+        static.mkdir(parents=True, exist_ok=True)
+        (static / CSS_FILE).write_text(CSS)
+
+
+def _top_level_alias(app, env, node, contnode):
+    """Resolve ``minidiff.<name>`` (or a bare ``<name>``) to the module that defines it, when no entry has that
+    path: the public names are importable from the top level, but documented where they are defined."""
+    target = node.get("reftarget", "")
+    name = target[len("minidiff."):] if target.startswith("minidiff.") else target
+    if node.get("refdomain") != "py" or not name or "." in name:
+        return None
+    import minidiff
+
+    obj = getattr(minidiff, name, None)
+    module = getattr(obj, "__module__", None)
+    if not (isinstance(module, str) and module.startswith("minidiff.")):
+        return None
+    full = f"{module}.{getattr(obj, '__qualname__', name)}"
+    return env.get_domain("py").resolve_xref(env, node["refdoc"], app.builder, node["reftype"], full, node,
+                                             contnode)
 
 
 def _unique_scripts(app, pagename, templatename, context, doctree):
@@ -49,7 +91,9 @@ def _no_colab_for_markdown(app, pagename, templatename, context, doctree):
 
 def setup(app):
     app.set_html_assets_policy("always")
-    app.connect("autodoc-process-docstring", _verbatim)
+    app.connect("builder-inited", _add_css)
+    app.connect("build-finished", _write_css)
+    app.connect("missing-reference", _top_level_alias)
     app.connect("html-page-context", _unique_scripts, priority=1000)   # after every other extension
     app.connect("html-page-context", _no_colab_for_markdown, priority=1000)   # after the theme's launch buttons
     return {"parallel_read_safe": True, "parallel_write_safe": True}
