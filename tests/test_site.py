@@ -8,7 +8,10 @@ serves it on localhost and drives headless Chromium through every page in ``_toc
 * every formula rendered by MathJax, and no raw ``$$`` / ``\\[`` left in the text;
 * every image loaded;
 * on chapters with animations, the player (slider and buttons) is there and steps frames with no kernel;
-* Colab links only to notebooks: each chapter has one, no page points Colab at a Markdown source.
+* Colab links only to notebooks: each chapter has one, no page points Colab at a Markdown source;
+* at 1280 px nothing is cut at the right edge (code, outputs, formulas, tables), no nbval marker shows, every
+  chapter figure has a caption and every image shows at 70% of its size or more (its labels stay readable);
+* at 390 px no page is wider than the screen.
 
 Screenshots of a few pages go to a temporary folder, or to ``$MINIDIFF_SCREENSHOTS`` when it is set.
 Skips when Chromium (``/usr/bin/chromium``) or the ``playwright`` package is missing; CI installs both.
@@ -97,6 +100,29 @@ def server(site):
     httpd.server_close()
 
 
+@pytest.mark.parametrize("page", toc_pages())
+def test_page_fits_a_phone(page, server, browser, shots):
+    """At 390 px (a phone) the page reflows: nothing makes the page itself scroll sideways (wide code, tables
+    and formulas scroll inside their own boxes)."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    try:
+        p = context.new_page()
+        p.goto(f"{server}/{page}.html", wait_until="load")
+        p.wait_for_load_state("networkidle")
+        p.evaluate(MATH_JS)
+        width = p.evaluate("() => document.documentElement.scrollWidth")
+        wide = p.evaluate("""() => Array.from(document.querySelectorAll('main *'))
+          .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && e.offsetParent !== null
+                       && !e.closest('pre, table, mjx-container, .highlight, div.math, .table-wrapper, .toggle-hidden, .bd-sidebar-secondary'))
+          .slice(0, 5).map(e => e.tagName.toLowerCase() + '.' + e.className)""")
+        if page in SCREENSHOT_PAGES:
+            p.screenshot(path=str(shots / (page.replace("/", "__") + "__390.png")), full_page=False)
+        assert width <= 390, f"{page}: the page is {width} px wide at a 390 px viewport: {wide}"
+        assert not wide, f"{page}: cut at the right edge of a 390 px viewport: {wide}"
+    finally:
+        context.close()
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
@@ -139,6 +165,31 @@ MATH_JS = """async () => {
   const math = Array.from(document.querySelectorAll('.math'));
   return {count: math.length, unrendered: math.filter(m => !m.querySelector('mjx-container')).length,
           containers: document.querySelectorAll('mjx-container').length};
+}"""
+
+# What a reader would notice at a desktop width: code, outputs or formulas cut at the right edge (wider than their
+# box, or reaching past the text column), nbval's markers, and chapter figures without a caption.
+LAYOUT_JS = """() => {
+  const column = document.querySelector('.bd-article') || document.querySelector('main');
+  const right = column.getBoundingClientRect().right;
+  const boxes = document.querySelectorAll(
+    'div.cell_input pre, div.cell_output pre, div.highlight pre, mjx-container[display="true"], div.math, table');
+  const cut = [];
+  for (const el of boxes) {
+    if (el.closest('.toggle-hidden, details:not([open])') || el.offsetParent === null) continue;
+    const box = el.getBoundingClientRect();
+    if (el.scrollWidth > el.clientWidth + 1 || box.right > right + 1) {
+      cut.push(el.tagName.toLowerCase() + ': ' + (el.innerText || el.textContent).trim().slice(0, 60));
+    }
+  }
+  const text = document.body.innerText;
+  const uncaptioned = Array.from(document.querySelectorAll('div.cell_output img'))
+    .filter(img => !img.closest('div.animation') && !img.closest('figure')?.querySelector('figcaption'))
+    .map(img => img.currentSrc.split('/').pop());
+  const images = Array.from(document.querySelectorAll('main img')).filter(img => !img.closest('div.animation'))
+    .map(img => ({src: img.currentSrc.split('/').pop(), shown: img.getBoundingClientRect().width,
+                  natural: img.naturalWidth}));
+  return {cut, markers: (text.match(/NBVAL_[A-Z_]+/g) || []), uncaptioned, images};
 }"""
 
 SCREENSHOT_PAGES = {"book/intro", "notebooks/01_forward_process", "notebooks/03_eps_objective", "book/notation"}
@@ -186,6 +237,13 @@ def test_page_in_browser(page, server, browser, shots):
         assert not broken, f"{page}: images that did not load: {broken}"
         if page.startswith("notebooks/"):
             assert len(images) >= 3, f"{page}: expected the chapter's figures, found {len(images)} images"
+
+        layout = p.evaluate(LAYOUT_JS)
+        assert not layout["cut"], f"{page}: cut at the right edge at 1280 px: {layout['cut']}"
+        assert not layout["markers"], f"{page}: test markers visible to readers: {set(layout['markers'])}"
+        assert not layout["uncaptioned"], f"{page}: figures without a caption: {layout['uncaptioned']}"
+        small = [i for i in layout["images"] if i["natural"] > 0 and i["shown"] < 0.7 * i["natural"]]
+        assert not small, f"{page}: images shown below 70% of their size (labels unreadable): {small}"
 
         if page in SCREENSHOT_PAGES:
             p.screenshot(path=str(shots / (page.replace("/", "__") + ".png")), full_page=False)

@@ -5,6 +5,7 @@
   keeps every word of code on one line, so a long name like ``minidiff.exercises.check_timestep_embedding``
   would push the page sideways), with a line break preferred right after a module prefix. Signatures
   longer than ``maximum_signature_line_length`` (``_config.yml``) already put one parameter per line.
+* nbval's test markers (``# NBVAL_CHECK_OUTPUT`` and the like) are dropped from the code cells readers see.
 * Docstrings may refer to a public name by its short path, as readers import it (``:func:`minidiff.q_sample```
   for ``minidiff.forward.q_sample``): such references link to the entry where the API page documents it.
 * Each inline script is emitted once per page. With Jupyter Book 1.0.4, sphinx-thebe registers its
@@ -17,7 +18,10 @@
   button still offers the executed notebook.
 """
 
+import re
 from pathlib import Path
+
+from docutils import nodes
 
 CSS_FILE = "minidiff_book.css"
 CSS = """\
@@ -32,6 +36,26 @@ dl.py .sig-prename::after { content: "\\200b"; }
 /* Small generated images (a 28-px sample grid) are shown enlarged with sharp pixels, not blurred. */
 img.pixelated, .pixelated img { image-rendering: pixelated; }
 
+/* Pages that fit. At a desktop width the text column takes the room the theme leaves empty (its default is
+   752 px at 1280 px), so code and outputs of up to about 100 characters fit on a line. */
+@media (min-width: 1200px) {
+  .bd-page-width { max-width: 100%; }
+  .bd-sidebar-primary { flex-basis: 14rem; max-width: 14rem; }
+  .bd-main .bd-content .bd-article-container { max-width: calc(100% - 11rem); }
+  .bd-sidebar-secondary { flex-basis: 11rem; max-width: 11rem; padding: 0 0.75rem !important; }
+}
+.bd-main .bd-content .bd-article-container .bd-article { padding-left: 1.25rem; padding-right: 1.25rem; }
+/* Longer lines of code and printed output wrap instead of running past the edge of their box. */
+div.cell_input pre, div.cell_output pre, div.highlight pre { font-size: 0.8rem; white-space: pre-wrap;
+                                                             overflow-wrap: anywhere; }
+/* On a phone, a formula or a table wider than the screen scrolls inside its own box, not the page. */
+mjx-container[display="true"] { overflow-x: auto; overflow-y: hidden; max-width: 100%; }
+div.math, .table-wrapper, div.cell_output table { overflow-x: auto; max-width: 100%; }
+/* The animation players (matplotlib's to_jshtml) shrink to the column, and their buttons wrap on a phone. */
+div.animation { max-width: 100%; }
+div.animation img { max-width: 100%; height: auto; }
+div.animation input[type=range].anim-slider { width: 100%; box-sizing: border-box; margin-left: 0; margin-right: 0; }
+div.animation .anim-buttons { display: flex; flex-wrap: wrap; justify-content: center; }
 """
 
 
@@ -89,7 +113,25 @@ def _no_colab_for_markdown(app, pagename, templatename, context, doctree):
             context["header_buttons"].remove(group)
 
 
+TEST_MARKER = re.compile(r"^[ \t]*# NBVAL_[A-Z_]+[ \t]*\n?", re.MULTILINE)
+
+
+def _hide_test_markers(app, doctree):
+    """Readers do not see nbval's cell markers (``# NBVAL_CHECK_OUTPUT`` ...): the notebooks keep them for the
+    tests, the code cells of the pages drop those lines."""
+    for block in doctree.findall(nodes.literal_block):
+        parent = block.parent
+        if parent is None or "cell_input" not in parent.get("classes", []):
+            continue
+        text = block.astext()
+        clean = TEST_MARKER.sub("", text)
+        if clean != text:
+            block.children = [nodes.Text(clean)]
+            block.rawsource = clean
+
+
 def setup(app):
+    app.connect("doctree-read", _hide_test_markers)
     app.set_html_assets_policy("always")
     app.connect("builder-inited", _add_css)
     app.connect("build-finished", _write_css)
