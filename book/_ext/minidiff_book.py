@@ -24,39 +24,7 @@ from pathlib import Path
 from docutils import nodes
 
 CSS_FILE = "minidiff_book.css"
-CSS = """\
-/* Inline code in the text, and everything in API entries (autodoc), may wrap inside a word where a line
-   cannot hold it: Sphinx keeps each word of code on one line, which pushes a phone's page sideways. */
-.bd-article p code.literal span.pre, .bd-article li code.literal span.pre, dl.py span.pre { white-space: normal; }
-.bd-article p code.literal, .bd-article li code.literal, dl.py, dl.py code { overflow-wrap: anywhere; }
-/* The theme's field lists (Parameters, Returns) size their one column to the longest word, past the page. */
-dl.py.py dl.field-list.field-list { grid-template-columns: minmax(0, 1fr); }
-/* A break may follow the module prefix: "minidiff.samplers." | "ddim_sample(". Generated, so never copied. */
-dl.py .sig-prename::after { content: "\\200b"; }
-/* Small generated images (a 28-px sample grid) are shown enlarged with sharp pixels, not blurred. */
-img.pixelated, .pixelated img { image-rendering: pixelated; }
-
-/* Pages that fit. At a desktop width the text column takes the room the theme leaves empty (its default is
-   752 px at 1280 px), so code and outputs of up to about 100 characters fit on a line. */
-@media (min-width: 1200px) {
-  .bd-page-width { max-width: 100%; }
-  .bd-sidebar-primary { flex-basis: 14rem; max-width: 14rem; }
-  .bd-main .bd-content .bd-article-container { max-width: calc(100% - 11rem); }
-  .bd-sidebar-secondary { flex-basis: 11rem; max-width: 11rem; padding: 0 0.75rem !important; }
-}
-.bd-main .bd-content .bd-article-container .bd-article { padding-left: 1.25rem; padding-right: 1.25rem; }
-/* Longer lines of code and printed output wrap instead of running past the edge of their box. */
-div.cell_input pre, div.cell_output pre, div.highlight pre { font-size: 0.8rem; white-space: pre-wrap;
-                                                             overflow-wrap: anywhere; }
-/* On a phone, a formula or a table wider than the screen scrolls inside its own box, not the page. */
-mjx-container[display="true"] { overflow-x: auto; overflow-y: hidden; max-width: 100%; }
-div.math, .table-wrapper, div.cell_output table { overflow-x: auto; max-width: 100%; }
-/* The animation players (matplotlib's to_jshtml) shrink to the column, and their buttons wrap on a phone. */
-div.animation { max-width: 100%; }
-div.animation img { max-width: 100%; height: auto; }
-div.animation input[type=range].anim-slider { width: 100%; box-sizing: border-box; margin-left: 0; margin-right: 0; }
-div.animation .anim-buttons { display: flex; flex-wrap: wrap; justify-content: center; }
-"""
+CSS = Path(__file__).with_name(CSS_FILE)          # the stylesheet, beside this file
 
 
 def _add_css(app):
@@ -68,7 +36,7 @@ def _write_css(app, exception):
     if exception is None and app.builder.format == "html":
         static = Path(app.outdir) / "_static"
         static.mkdir(parents=True, exist_ok=True)
-        (static / CSS_FILE).write_text(CSS)
+        (static / CSS_FILE).write_text(CSS.read_text())
 
 
 def _top_level_alias(app, env, node, contnode):
