@@ -46,7 +46,11 @@ def test_batch_independence_y_none_and_t():
         full = model(x, t, y)
         single = torch.cat([model(x[i:i + 1], t[i:i + 1], y[i:i + 1]) for i in range(5)])
         assert full.abs().mean() > 1e-3
-        torch.testing.assert_close(single, full)
+        # A batch of 5 and a batch of 1 may take differently blocked matrix products (AMD and Intel CPUs differ),
+        # so the sums run in another order: allow float32 rounding over a few hundred terms, relative to the
+        # outputs' scale (the randomised weights make them ~1e2).
+        scale = float(full.abs().max())
+        torch.testing.assert_close(single, full, rtol=0, atol=64 * torch.finfo(torch.float32).eps * scale)
         assert torch.equal(model(x, t, None), model(x, t, torch.full((5,), 4)))
         assert (model(x, t, torch.zeros(5, dtype=torch.long)) - model(x, t, None)).abs().max() > 1e-4
         assert (model(x, t) - model(x, t + 1)).abs().max() > 1e-4
