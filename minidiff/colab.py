@@ -12,7 +12,7 @@ import torch
 from .runtime import default_device, quick_mode
 
 from . import home
-from .home import BRANCH, REPO_URL  # noqa: F401  (the names this module has always offered)
+from .home import BRANCH, REPO_URL  # noqa: F401  (still importable from here)
 
 
 def pip_spec(source: str = "release") -> str:
@@ -55,7 +55,7 @@ def first_cell() -> str:
     ])
 
 
-# Notebook metadata that makes Colab open a chapter on a GPU runtime.
+#: Notebook metadata that makes Colab open a chapter on a GPU runtime.
 COLAB_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
 
 

@@ -12,12 +12,17 @@ GitHub name ``minidiff/minidiff``, which is case-insensitive).
 """
 from __future__ import annotations
 
-GITHUB_REPOSITORY = "minidiff-book/minidiff"   # owner/name on GitHub
-BRANCH = "main"                                 # the branch the book is built from
-PYPI_NAME = "minidiff"                          # the project name on the Python Package Index
+#: ``owner/name`` of the repository on GitHub.
+GITHUB_REPOSITORY = "minidiff-book/minidiff"
+#: The branch the book is built from.
+BRANCH = "main"
+#: The project's name on the Python Package Index.
+PYPI_NAME = "minidiff"
 
 OWNER, NAME = GITHUB_REPOSITORY.split("/")
+#: The repository's address.
 REPO_URL = f"https://github.com/{GITHUB_REPOSITORY}"
-BOOK_URL = f"https://{OWNER}.github.io/{NAME}/"     # GitHub Pages, published by .github/workflows/book.yml
+#: The published book (GitHub Pages, built by ``.github/workflows/book.yml``).
+BOOK_URL = f"https://{OWNER}.github.io/{NAME}/"
 PYPI_URL = f"https://pypi.org/project/{PYPI_NAME}/"
 COLAB_URL = "https://colab.research.google.com"

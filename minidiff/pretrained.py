@@ -25,12 +25,13 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPOSITORY / "checkpoints"              # a clone's folder (an editable install reads it)
 RESULTS = REPOSITORY / "benchmarks" / "results"
 
+#: The shipped files and their SHA-256 digests (a test keeps them equal to the committed files).
 SHA256 = {
     "fashion-mnist-cond.pt": "73b97fb040c2d3136a830a89fc3a7547527d92b65d3dd3a012adc00a02dba329",
     "toy-2d.pt": "549305073adf082b2152656ee43242a1267a7c24825b78bec31081957c41bc67",
     "classifier.safetensors": "1cc51468979139f8e1493b6288e3d33e07b14771a3ebf5a544de26a38345c931",
 }
-# The result tables the chapters plot (benchmarks/results/); the wheel carries these.
+#: The result tables the chapters plot (``benchmarks/results/``); the wheel carries these.
 SHIPPED_RESULTS = ("ddim-table.json", "cfg-sweep.json")
 
 

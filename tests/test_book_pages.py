@@ -70,8 +70,10 @@ def documented_objects() -> list[tuple[str, str, object]]:
         found.append(("object", m.group(1), obj))
         if inspect.isclass(obj):
             add_class_members(m.group(1), obj)
+    # Data members (a dict, a string) are documented by the ``#:`` comment above them, which autodoc reads;
+    # their __doc__ is their type's.
     return [(kind, name, obj) for kind, name, obj in found if isinstance(inspect.getdoc(obj), str)
-            and not isinstance(obj, str)]
+            and (inspect.ismodule(obj) or inspect.isclass(obj) or callable(obj) or isinstance(obj, property))]
 
 
 def _literal_role(name, rawtext, text, lineno, inliner, options=None, content=None):
