@@ -186,7 +186,8 @@ LAYOUT_JS = """() => {
   const uncaptioned = Array.from(document.querySelectorAll('div.cell_output img'))
     .filter(img => !img.closest('div.animation') && !img.closest('figure')?.querySelector('figcaption'))
     .map(img => img.currentSrc.split('/').pop());
-  const images = Array.from(document.querySelectorAll('main img')).filter(img => !img.closest('div.animation'))
+  const images = Array.from(document.querySelectorAll('.bd-article img'))
+    .filter(img => !img.closest('div.animation') && img.offsetParent !== null)
     .map(img => ({src: img.currentSrc.split('/').pop(), shown: img.getBoundingClientRect().width,
                   natural: img.naturalWidth}));
   return {cut, markers: (text.match(/NBVAL_[A-Z_]+/g) || []), uncaptioned, images};
