@@ -513,20 +513,13 @@ def evaluate_model(model: nn.Module, sched, *, n: int = 10000, sampler: str = "d
                    eta: float = 0.0, guidance: float = 1.0, batch_size: int = 500, seed: int = 0, device=None,
                    classifier: nn.Module | None = None, root=None, callback=None) -> dict:
     """Sample ``n`` Fashion-MNIST images from a diffusion model (:func:`generate`) and score them with
-    :func:`evaluate_samples`.
+    :func:`evaluate_samples`. The sampling arguments (``sampler``, ``steps``, ``eta``, ``guidance``,
+    ``batch_size``, ``seed``, ``device``) are those of :func:`generate`.
 
     Args:
         model: the diffusion model, ``model(x_t, t, y) -> eps_hat`` for 1 x 28 x 28 images.
         sched: its noise schedule.
         n: number of images (at most 10,000, the test set).
-        sampler: ``"ddim"`` or ``"ddpm"``.
-        steps: model calls per image; default 50 for DDIM and all T for DDPM (fewer: DDPM on the respaced
-            chain).
-        eta: DDIM's noise level.
-        guidance: the guidance scale for a class-conditional model (class-balanced labels); 1 otherwise.
-        batch_size: images per sampler call.
-        seed: seeds the sampler's generator.
-        device: where to sample (default: the model's device).
         classifier: default the shipped one (:func:`load_classifier`).
         root: where to look for the real images (see :func:`minidiff.data.load_fashion_mnist`).
         callback: called once per sampler step of every batch (see :func:`generate`).
