@@ -40,7 +40,8 @@ import torch.nn.functional as F
 import minidiff as md
 from minidiff.evaluate import cpu_model
 from minidiff.samplers import CompiledModel
-from minidiff.train import AdamW, TrainConfig, fast_layout, make_optimizer
+from minidiff import fast
+from minidiff.train import TrainConfig, make_optimizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLE_IMAGES = 64
@@ -89,23 +90,28 @@ TARGETS = {  # minidiff / diffusers, from the issue
 
 
 # ------------------------------------------------------------------------------------------ models and steps
-def build(size: str, lib: str, device: torch.device, *, channels_last: bool | None = None, **overrides):
-    """The model of ``lib`` for ``size``, seeded, on ``device``. minidiff's takes the memory format that
-    ``minidiff.train`` gives it on that device (channels-last on the CPU, NCHW on a GPU) unless told."""
+def build(size: str, lib: str, device: torch.device, *, channels_last: bool | None = None, plain: bool = False,
+          **overrides):
+    """The model of ``lib`` for ``size``, seeded, on ``device``. minidiff's is what ``minidiff.train`` trains:
+    :func:`minidiff.fast.apply` of the U-Net (fast blocks; channels-last on the CPU, NCHW on a GPU), in the other
+    memory format if told; ``plain`` gives the book's U-Net without ``minidiff.fast``, NCHW."""
     torch.manual_seed(0)
     spec = SIZES[size]
     if lib == "diffusers":
         from diffusers import UNet2DModel
         return UNet2DModel(**{**spec["diffusers"], **overrides}).to(device)
     model = md.UNet(**{**spec["minidiff"], **overrides}).to(device)
+    if plain:
+        return model
+    fast.apply(model)
     if channels_last is None:
-        return fast_layout(model)
+        return model
     return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def is_channels_last(model) -> bool:
     """Whether ``model``'s convolution kernels are stored channels-last (its inputs then follow)."""
-    return any(md.unet.is_channels_last(p) for p in model.parameters())
+    return any(fast.is_channels_last(p) for p in model.parameters())
 
 
 def images(size: str, batch: int, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
@@ -142,8 +148,8 @@ def train_step(lib: str, model, size: str, batch: int, device: torch.device, bf1
             opt.step()
             opt.zero_grad()
     else:
-        sched = md.NoiseSchedule.linear(T=T)
-        opt = make_optimizer(model, TrainConfig(lr=1e-4), device)   # minidiff's optimizer (fused on CUDA)
+        sched = fast.schedule_on(md.NoiseSchedule.linear(T=T), device)   # as minidiff.train: no copy per step
+        opt = make_optimizer(model, TrainConfig(lr=1e-4), device)   # minidiff.fast's AdamW (fused on CUDA and CPU)
         x0 = images(size, batch, device, channels_last=is_channels_last(model))
 
         def step():   # minidiff.train's step without gradient clipping and EMA (the course loop has neither)
@@ -434,6 +440,7 @@ def ablation(device: torch.device, args) -> dict:
         return forward, train
 
     variants = {
+        "minidiff plain (without minidiff.fast), NCHW": (build(size, "minidiff", device, plain=True), False, None),
         "minidiff NCHW, unfused (math) attention": (build(size, "minidiff", device, channels_last=False), False,
                                                     math_attention),
         "minidiff NCHW, fused attention": (build(size, "minidiff", device, channels_last=False), False, None),
@@ -487,11 +494,11 @@ def ablation(device: torch.device, args) -> dict:
     if device.type == "cpu":
         plain = build(size, "minidiff", device)
         for module in plain.modules():
-            if isinstance(module, md.unet.Upsample):
+            if isinstance(module, fast.FastUpsample):
                 module.TRANSPOSED_MIN_PIXELS = float("inf")              # always nearest x2, then the 3x3 conv
         models = {"upsample, then 3x3 conv": plain, "transposed convolution": build(size, "minidiff", device)}
         fns = {name: forward_and_train(m, size, 16, is_channels_last(m))[0] for name, m in models.items()}
-        up = {"min_pixels": md.unet.Upsample.TRANSPOSED_MIN_PIXELS, "min_side": md.unet.Upsample.TRANSPOSED_MIN_SIDE,
+        up = {"min_pixels": fast.FastUpsample.TRANSPOSED_MIN_PIXELS, "min_side": fast.FastUpsample.TRANSPOSED_MIN_SIDE,
               "forward": {"batch": 16, **interleaved(fns, repeats=2 * repeats + 1, warmup=1, device=device)}}
         fns = {name: forward_and_train(m, size, 8, is_channels_last(m))[1] for name, m in models.items()}
         up["forward_backward"] = {"batch": 8, **interleaved(fns, repeats=3 * repeats, warmup=1, device=device)}
@@ -511,7 +518,7 @@ def optimizer_step(size: str, device: torch.device, repeats: int) -> dict:
     for p in model.parameters():
         p.grad = torch.randn_like(p)                                      # in the parameter's layout
     opts = {"torch.optim.AdamW": torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True),
-            "minidiff.train.AdamW": AdamW(model.parameters(), lr=1e-4, fused=True)}
+            "minidiff.fast.AdamW": fast.AdamW(model.parameters(), lr=1e-4, fused=True)}
     out = interleaved({k: opt.step for k, opt in opts.items()}, repeats=3 * repeats, warmup=1, device=device)
     print(f"  {size} optimizer step: " + ", ".join(f"{k} {median(v['wall_s']) * 1e3:.1f} ms" for k, v in out.items()),
           flush=True)

@@ -34,9 +34,10 @@ from .data import FASHION_MNIST_CLASSES, TensorLoader, load_cifar10, load_fashio
 from .evaluate import Classifier, class_agreement, class_diversity, evaluate_samples, fd_cls, frechet_distance, load_classifier
 from .mlp import MLPDenoiser
 from .unet import UNet, n_params, timestep_embedding
+from . import fast                  # opt-in speed paths: fast.apply(model), as minidiff.train does
 
 __all__ += [
-    "UNet", "MLPDenoiser", "n_params", "timestep_embedding",
+    "UNet", "MLPDenoiser", "n_params", "timestep_embedding", "fast",
     "data", "load_fashion_mnist", "load_mnist", "load_cifar10", "toy_2d", "TensorLoader", "FASHION_MNIST_CLASSES",
     "evaluate", "Classifier", "load_classifier", "frechet_distance", "fd_cls", "class_agreement", "class_diversity", "evaluate_samples",
 ]

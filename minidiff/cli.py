@@ -10,15 +10,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import inspect
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, fast
 from .oracle import OracleDenoiser
 from .samplers import ddim_sample, ddpm_sample
 from .schedules import SCHEDULE_NAMES, NoiseSchedule
@@ -188,10 +190,24 @@ def _add_demo_parser(sub) -> None:
 
 
 # ------------------------------------------------------------------------------------------ train
+def _field_help(cls) -> dict[str, str]:
+    """The ``Args:`` entries of a dataclass's docstring, one line each, without reST markup or final period."""
+    doc = inspect.getdoc(cls).split("Args:\n", 1)[1].split("\n\n", 1)[0]
+    entries = re.split(r"\n(?=    \w+: )", "\n" + doc)[1:]
+    plain = lambda text: re.sub(r":\w+:`~?([^`]+)`", r"\1", " ".join(text.replace("``", "").split()))  # noqa: E731
+    return {name: plain(text).rstrip(".") for name, text in
+            (entry.strip().split(": ", 1) for entry in entries)}
+
+
+# How `train` shows TrainConfig's fields (every field but model_kwargs is an option; help from the docstring).
+TRAIN_GROUPS = {"dataset": "data and model", "steps": "optimisation", "out": "output"}   # first field of each
+TRAIN_METAVARS = {"limit": "N", "p_uncond": "P", "out": "DIR", "log_every": "K", "sample_every": "K",
+                  "sample_n": "N", "checkpoint_every": "K"}
+
+
 def _add_train_parser(sub, prog: str) -> None:
     from .train import DATASETS, MLP_LR, MODELS, RESUME_MAY_CHANGE, TOY_DATASETS, UNET_LR, TrainConfig
 
-    d = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     may_change = ", ".join("--" + name.replace("_", "-") for name in RESUME_MAY_CHANGE)
     p = sub.add_parser(
         "train", help="train a noise predictor (U-Net on images, MLP on 2D toy data)",
@@ -205,47 +221,27 @@ def _add_train_parser(sub, prog: str) -> None:
                          "train --out runs/fmnist --resume --steps 40000     # continue a run")
                + "\n  torchrun --nproc_per_node 4 -m minidiff train --dataset cifar10 --model ddpm-cifar10 "
                  "--out runs/cifar")
-    g = p.add_argument_group("data and model")
-    g.add_argument("--dataset", choices=DATASETS, default=None,
-                   help=f"training data (default: {d['dataset']})")
-    g.add_argument("--limit", type=int, metavar="N", help="use only the first N training examples")
-    g.add_argument("--model", choices=MODELS, default=None,
-                   help=f"U-Net preset for images, 'mlp' for 2D data (default: {d['model']} for images, mlp for "
-                        f"{', '.join(TOY_DATASETS)})")
-    g.add_argument("--conditional", action="store_true", default=None,
-                   help="class-conditional model, trained with label dropout for classifier-free guidance")
-    g.add_argument("--p-uncond", type=float, metavar="P", help="label dropout probability (default: 0.1 if "
-                                                                "--conditional, else 0)")
-    g.add_argument("--schedule", choices=SCHEDULE_NAMES, help=f"noise schedule (default: {d['schedule']})")
-    g.add_argument("--T", type=int, help=f"diffusion steps (default: {d['T']})")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, help=f"optimizer steps (default: {d['steps']})")
-    g.add_argument("--batch-size", type=int, help=f"examples per step and process (default: {d['batch_size']})")
-    g.add_argument("--lr", type=float, help=f"AdamW learning rate (default: {MLP_LR:g} for the 2D MLP, "
-                                            f"{UNET_LR:g} for U-Nets)")
-    g.add_argument("--warmup", type=int, help=f"linear learning-rate warm-up steps (default: {d['warmup']})")
-    g.add_argument("--weight-decay", type=float,
-                   help=f"AdamW weight decay of weight matrices and kernels (default: {d['weight_decay']})")
-    g.add_argument("--grad-clip", type=float, help=f"max gradient norm, 0 for none (default: {d['grad_clip']})")
-    g.add_argument("--ema-decay", type=float, help=f"EMA decay of the weights (default: {d['ema_decay']})")
-    g.add_argument("--seed", type=int, help=f"seed of the run (default: {d['seed']})")
-    g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", help="output folder for ckpt.pt and samples/ (default: runs/<dataset>)")
-    g.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its checkpoint (options given here override its config; "
-                        f"only {may_change} may change)")
-    g.add_argument("--log-every", type=int, metavar="K", help=f"read the loss every K steps (default: {d['log_every']})")
-    g.add_argument("--sample-every", type=int, metavar="K",
-                   help=f"sample grid every K steps, 0 = never (default: {d['sample_every']})")
-    g.add_argument("--sample-n", type=int, metavar="N", help="samples per grid (default: 64 images, 2000 points)")
-    g.add_argument("--sample-steps", type=int, help="DDIM steps for the grids (default: 50, at most T)")
-    g.add_argument("--checkpoint-every", type=int, metavar="K",
-                   help=f"checkpoint every K steps, 0 = only at the end (default: {d['checkpoint_every']})")
-    g.add_argument("--device", help="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:1', 'mps' (default: auto)")
-    g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bfloat16 autocast (default: on with a CUDA GPU of compute capability >= 8, off "
-                        "otherwise; --bf16 needs CUDA)")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    choices = {"dataset": DATASETS, "model": MODELS, "schedule": SCHEDULE_NAMES}
+    shown_defaults = {"lr": f"{MLP_LR:g} for the 2D MLP, {UNET_LR:g} for U-Nets", "out": "runs/<dataset>",
+                      "model": f"{TrainConfig.model} for images, mlp for {', '.join(TOY_DATASETS)}"}
+    docs = _field_help(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "model_kwargs":
+            continue
+        group = p.add_argument_group(TRAIN_GROUPS[f.name]) if f.name in TRAIN_GROUPS else group
+        text = docs[f.name]
+        if f.name in shown_defaults or (f.default is not None and "(default:" not in text):
+            text = re.sub(r"\s*\(default: (?:[^()]|\([^()]*\))*\)", "", text)
+            text += f" (default: {shown_defaults.get(f.name, f.default)})"
+        kind = f.type.split(" | ")[0]
+        options = dict(action=argparse.BooleanOptionalAction) if kind == "bool" else \
+            dict(type={"int": int, "float": float, "str": str}[kind], metavar=TRAIN_METAVARS.get(f.name),
+                 choices=choices.get(f.name))
+        group.add_argument("--" + f.name.replace("_", "-"), default=None, help=text.replace("%", "%%"), **options)
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its checkpoint (options given here override its "
+                            f"config; only {may_change} may change)")
+    group.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=train_command)
 
 
@@ -253,13 +249,11 @@ def train_command(args: argparse.Namespace) -> int:
     from .checkpoint import read_checkpoint
     from .train import CHECKPOINT_NAME, TOY_DATASETS, TrainConfig, train
 
-    names = ("dataset", "limit", "model", "conditional", "p_uncond", "schedule", "T", "steps", "batch_size", "lr",
-             "warmup", "weight_decay", "grad_clip", "ema_decay", "seed", "log_every", "sample_every", "sample_n",
-             "sample_steps", "checkpoint_every", "out", "device", "bf16")
-    given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name, None) is not None}
     if given.get("grad_clip") == 0:
         given["grad_clip"] = None
-    dataset = given.get("dataset", "fashion-mnist")
+    dataset = given.get("dataset", TrainConfig.dataset)
     given.setdefault("out", f"runs/{dataset}")
     if args.resume:      # start from the checkpoint's config; options given here override it
         saved = read_checkpoint(Path(given["out"]) / CHECKPOINT_NAME)["config"]["train"]
@@ -329,6 +323,7 @@ def sample_command(args: argparse.Namespace) -> int:
     refuse_shipped(args.out, args.force)
     check_ddim_options(args)
     model, sched, config = load_model(checkpoint_path(args.ckpt), ema=not args.raw_weights, device=args.device)
+    fast.apply(model)                                   # the same function, faster on this device
     shape = tuple(config["sample_shape"])
     is_2d = len(shape) == 1
     n = args.n if args.n is not None else (2000 if is_2d else 64)
@@ -393,6 +388,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.out:
         refuse_shipped(args.out, args.force)
     model, sched, _ = load_model(checkpoint_path(args.ckpt), ema=not args.raw_weights, device=args.device)
+    fast.apply(model)                                   # the same function, faster on this device
     device = next(model.parameters()).device
     classifier = load_classifier(args.classifier, device=device)
     steps = sched.T if args.sampler == "ddpm" else min(50, sched.T) if args.steps is None else args.steps

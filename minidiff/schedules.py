@@ -21,7 +21,6 @@ The DDIM paper (Song et al. 2020) writes ``alpha_t`` for what is ``alpha_bars`` 
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -201,32 +200,6 @@ def gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.T
     """Pick ``values[t]`` per sample and shape it to broadcast against ``like``.
 
     values: (T,) float64 schedule entries; t: (B,) int64; returns (B, 1, ..., 1) in ``like``'s dtype/device.
-    The converted copy of ``values`` is made once per (device, dtype) and reused (see :func:`_converted`).
     """
-    out = _converted(values, like.device, like.dtype)[t.to(like.device)]   # (B,)
-    return out.view(-1, *([1] * (like.ndim - 1)))                         # (B, 1, ..., 1)
-
-
-# id(values) -> (weak reference to values, its version counter, {(device, dtype): converted copy}).
-_CONVERTED: dict[int, tuple] = {}
-
-
-def _converted(values: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``values.to(device, dtype)``, cached: no host-to-device copy per training or sampling step.
-
-    On a GPU a copy from (pageable) host memory waits for the queued kernels, so doing it every step would
-    stall the pipeline. A copy is reused while ``values`` is alive and unchanged (its in-place version counter
-    is checked), and forgotten when ``values`` is freed.
-    """
-    if values.device == device and values.dtype == dtype:
-        return values
-    key = id(values)
-    version = -1 if values.is_inference() else values._version     # inference tensors have no version counter
-    entry = _CONVERTED.get(key)
-    if entry is None or entry[0]() is not values or entry[1] != version:
-        entry = (weakref.ref(values, lambda _, key=key: _CONVERTED.pop(key, None)), version, {})
-        _CONVERTED[key] = entry
-    copies = entry[2]
-    if (device, dtype) not in copies:
-        copies[device, dtype] = values.to(device=device, dtype=dtype)
-    return copies[device, dtype]
+    out = values.to(device=like.device, dtype=like.dtype)[t.to(like.device)]   # (B,)
+    return out.view(-1, *([1] * (like.ndim - 1)))                               # (B, 1, ..., 1)

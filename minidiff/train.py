@@ -21,7 +21,6 @@ produces bitwise the same losses and weights as one that never stopped. ::
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -34,7 +33,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from . import data
+from . import data, fast
 from ._validate import check_choice, check_int, check_real
 from .checkpoint import CheckpointError, is_exported, read_checkpoint, save_checkpoint
 from .data import TensorLoader
@@ -45,7 +44,7 @@ from .plot import save_image_grid, save_scatter_2d
 from .runtime import default_device
 from .samplers import ddim_sample
 from .schedules import SCHEDULE_NAMES, NoiseSchedule
-from .unet import PRESETS, UNet, is_channels_last
+from .unet import PRESETS, UNet
 
 IMAGE_DATASETS = {"fashion-mnist": "load_fashion_mnist", "mnist": "load_mnist", "cifar10": "load_cifar10"}
 TOY_DATASETS = ("swiss_roll", "moons", "8gaussians", "checkerboard")
@@ -56,7 +55,7 @@ TOY_POINTS = 20_000                 # size of a toy 2D training set unless `limi
 CHECKPOINT_NAME = "ckpt.pt"
 # Fields that may differ when resuming: they change how long and how loudly a run goes, not what it computes.
 RESUME_MAY_CHANGE = ("steps", "log_every", "sample_every", "sample_n", "sample_steps", "checkpoint_every",
-                     "out", "device", "bf16")
+                     "out", "device", "bf16", "fast")
 DERIVED_MODEL_ARGS = ("in_channels", "dim", "num_classes")
 MLP_LR, UNET_LR = 1e-3, 2e-4        # default learning rates: the small 2D MLP learns a blurry ring at 2e-4
 
@@ -73,27 +72,29 @@ class TrainConfig:
         model_kwargs: overrides of the preset's constructor arguments (JSON-able); the channels / dimension
             and ``num_classes`` come from the data and ``conditional``.
         conditional: train a class-conditional model (image sets only).
-        p_uncond: label dropout probability for classifier-free guidance; default 0.1 if conditional, else 0.
+        p_uncond: label dropout probability for classifier-free guidance (default: 0.1 if conditional, else 0).
         schedule: the noise schedule, ``"linear"``, ``"cosine"`` or ``"sigmoid"``.
         T: the schedule's number of steps.
         steps: optimizer steps.
         batch_size: examples per step and process.
-        lr: AdamW learning rate, reached linearly over ``warmup`` steps; default (None) ``MLP_LR`` (1e-3) for
-            the 2D MLP, ``UNET_LR`` (2e-4) for a U-Net, stored resolved.
+        lr: AdamW learning rate, reached linearly over ``warmup`` steps (default: ``MLP_LR`` = 0.001 for the 2D
+            MLP, ``UNET_LR`` = 0.0002 for U-Nets); stored resolved.
         warmup: steps of linear learning-rate warm-up.
         weight_decay: AdamW's decoupled decay, applied to weight matrices and kernels only.
-        grad_clip: max gradient norm or None.
+        grad_clip: max gradient norm, None (on the command line 0) for no clipping.
         ema_decay: EMA decay in [0, 1), warmed up as min(ema_decay, (1 + step) / (10 + step)).
         seed: the run's seed (initial weights, data order, noise).
+        out: output folder for ``ckpt.pt`` and ``samples/``.
         log_every: steps between loss read-outs (the only host syncs).
         sample_every: steps between sample grids drawn with the EMA model (0 = never).
-        sample_n: samples per grid (default 64 images or 2000 points).
-        sample_steps: DDIM steps for the grids (default min(50, T)).
+        sample_n: samples per grid (default: 64 images or 2000 points).
+        sample_steps: DDIM steps for the grids (default: min(50, T)).
         checkpoint_every: steps between checkpoints (0 = only at the end).
-        out: output folder: ``ckpt.pt`` and ``samples/``.
         device: ``"auto"`` (CUDA, then MPS, then CPU) or a torch device string.
-        bf16: bfloat16 autocast; default (None) on for CUDA GPUs with native bf16 (compute capability >= 8),
-            off elsewhere; True needs CUDA.
+        bf16: bfloat16 autocast (default: on with a CUDA GPU of compute capability >= 8, off otherwise); True
+            needs CUDA.
+        fast: train with :mod:`minidiff.fast`'s speed paths (the same function, computed faster on the device);
+            False runs the plain modules the book prints.
 
     Introduced in chapter 4.
     """
@@ -114,14 +115,15 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     ema_decay: float = 0.999
     seed: int = 0
+    out: str = "runs/minidiff"
     log_every: int = 10
     sample_every: int = 1000
     sample_n: int | None = None
     sample_steps: int | None = None
     checkpoint_every: int = 1000
-    out: str = "runs/minidiff"
     device: str = "auto"
     bf16: bool | None = None
+    fast: bool = True
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)   # noqa: E731 (frozen dataclass)
@@ -183,6 +185,8 @@ class TrainConfig:
                                  f"'mps'; got {self.device!r}") from None
         if self.bf16 is not None and not isinstance(self.bf16, bool):
             raise TypeError(f"bf16 must be None (auto), True or False; got {self.bf16!r}")
+        if not isinstance(self.fast, bool):
+            raise TypeError(f"fast must be True or False; got {self.fast!r}")
 
     def to_dict(self) -> dict:
         """A JSON-able dict; ``TrainConfig(**d)`` rebuilds the config."""
@@ -256,7 +260,10 @@ def _train(config: TrainConfig, env: "_Env", resume: bool, data, progress: bool)
     # Model, EMA and optimizer: the same initial weights on every process.
     torch.manual_seed(config.seed)
     sched = NoiseSchedule.from_name(config.schedule, T=config.T)
-    model = fast_layout(make_model(config, tuple(x.shape[1:]), num_classes).to(device))
+    model = make_model(config, tuple(x.shape[1:]), num_classes).to(device)
+    if config.fast:
+        fast.apply(model)                        # the same function, faster on this device (minidiff.fast)
+    loss_sched = fast.schedule_on(sched, device) if config.fast else sched
     ema = EMA(model, config.ema_decay)
     opt = make_optimizer(model, config, device)
     torch.manual_seed(_seed(config.seed, rank, stream=2))               # dropout masks differ per process
@@ -279,7 +286,7 @@ def _train(config: TrainConfig, env: "_Env", resume: bool, data, progress: bool)
         for group in opt.param_groups:
             group["lr"] = lr_at(config, step)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = eps_loss(net, x0, sched, y=labels, p_uncond=config.p_uncond, generator=noise_gen)  # DDPM Alg. 1
+            loss = eps_loss(net, x0, loss_sched, y=labels, p_uncond=config.p_uncond, generator=noise_gen)  # DDPM Alg. 1
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:
@@ -307,8 +314,8 @@ def _train(config: TrainConfig, env: "_Env", resume: bool, data, progress: bool)
         if sample_now or save_now:
             clock = time.perf_counter()                                  # rates exclude sampling and saving
     bar.close()
-    for m in (model, ema.model):      # hand back plain NCHW models: their outputs then allow .view() as usual
-        m.to(memory_format=torch.contiguous_format)
+    for m in (model, ema.model):      # hand back the plain models, NCHW: their outputs then allow .view() as usual
+        fast.revert(m)
     return TrainResult(model.eval(), ema.model, sched, losses, ckpt_path)
 
 
@@ -351,63 +358,14 @@ def make_model(config: TrainConfig, sample_shape: tuple[int, ...], num_classes: 
                             **config.model_kwargs)
 
 
-def fast_layout(model: torch.nn.Module) -> torch.nn.Module:
-    """A U-Net on the CPU in channels-last memory format, where oneDNN's convolutions run faster (the book's
-    Performance page measures it); anything else unchanged. On a GPU, NCHW measured faster in bf16 eager training.
-    The function is the same either way; its inputs and outputs follow the weights' layout. :func:`train` uses it
-    while it trains and returns NCHW models."""
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    return model.to(memory_format=torch.channels_last) if on_cpu and isinstance(model, UNet) else model
-
-
-class AdamW(torch.optim.AdamW):
-    """``torch.optim.AdamW`` whose fused update sees each parameter, gradient and moment in one memory layout.
-
-    - Layouts made to agree. PyTorch's fused CPU kernel (2.13) gives wrong updates when a parameter and its
-      moments differ in layout, as when moments saved from an NCHW model on a GPU are loaded into a
-      channels-last model on the CPU. Here a moment (or gradient) in another layout is first copied into the
-      parameter's; a moment stays copied.
-    - No copies for channels-last kernels. The fused kernel copies every non-contiguous tensor to contiguous
-      first. A channels-last kernel (O, I, kh, kw) is not contiguous, but its (O, kh, kw, I) permutation is, with
-      the same elements in the same memory, and the update is elementwise: the kernel gets those views and
-      updates them in place. On the 35.7M U-Net on one CPU thread a step takes about 46 ms instead of 79 ms.
-
-    Same arithmetic as ``torch.optim.AdamW``, element for element. Both changes act on the lists that AdamW's
-    ``_init_group`` fills for the update, found by their names in its signature; a torch whose signature lacks
-    those names gets plain ``torch.optim.AdamW``.
-    """
-
-    _SIGNATURE = inspect.signature(getattr(torch.optim.AdamW, "_init_group", lambda self, group: None))
-    _LISTS = ("params_with_grad", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs")
-
-    def _init_group(self, group, *args, **kwargs):
-        has_complex = super()._init_group(group, *args, **kwargs)
-        if not all(name in self._SIGNATURE.parameters for name in self._LISTS):
-            return has_complex
-        named = self._SIGNATURE.bind(self, group, *args, **kwargs).arguments
-        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs = (named[name] for name in self._LISTS)
-        per_param = {"exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs, None: grads}
-        if group["amsgrad"]:
-            per_param["max_exp_avg_sq"] = max_exp_avg_sqs
-        for i, p in enumerate(params):
-            for key, tensors in per_param.items():
-                if tensors[i].stride() != p.stride():
-                    tensors[i] = torch.empty_like(p, dtype=tensors[i].dtype).copy_(tensors[i])
-                    if key is not None:
-                        self.state[p][key] = tensors[i]
-            if is_channels_last(p):
-                for tensors in (params, *per_param.values()):
-                    tensors[i] = tensors[i].permute(0, 2, 3, 1)                        # (O, kh, kw, I), contiguous
-        return has_complex
-
-
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW; weight decay on weight matrices and kernels only, not on biases and norms (as nanoGPT)."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # The fused kernel updates all parameters in one pass (CUDA and CPU); MPS keeps the default.
-    return AdamW(groups, lr=config.lr, fused=True if device.type in ("cuda", "cpu") else None)
+    adamw = fast.AdamW if config.fast else torch.optim.AdamW
+    return adamw(groups, lr=config.lr, fused=True if device.type in ("cuda", "cpu") else None)
 
 
 def lr_at(config: TrainConfig, step: int) -> float:

@@ -23,12 +23,11 @@ Introduced in chapter 4.
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._model_inputs import check_model_inputs
 from ._validate import check_int, check_real
 
 PRESETS: dict[str, dict] = {
@@ -67,12 +66,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, *, max_period: float = 10000.0
 
     Introduced in chapter 4.
     """
-    dim = check_int(dim, "dim", low=2)
-    max_period = check_real(max_period, "max_period", low=0.0, low_open=True)
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"t must be a torch.Tensor of shape (B,), got {type(t).__name__}")
-    if t.ndim != 1:
-        raise ValueError(f"t must have shape (B,), got {tuple(t.shape)}")
+    dim, max_period = _check_embedding_args(t, dim, max_period)
     half = dim // 2
     exponent = torch.arange(half, device=t.device, dtype=torch.float32) / max(half - 1, 1)    # (half,)
     freqs = torch.exp(-math.log(max_period) * exponent)                                    # (half,)
@@ -97,30 +91,12 @@ def _zero(module: nn.Module) -> nn.Module:
     return module
 
 
-def _silu(x: torch.Tensor) -> torch.Tensor:
-    """SiLU, in place unless autograd records it: its backward needs the input, which an in-place SiLU would
-    first have to copy, so in training a fresh output is cheaper; in sampling the in-place one saves a buffer."""
-    return F.silu(x, inplace=not x.requires_grad)
-
-
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` whose mask on the CPU comes from uniform numbers u >= p: the same distribution (each value
-    kept with probability 1 - p and scaled by 1 / (1 - p)), drawn faster there than PyTorch's Bernoulli sampler
-    (forward and backward together about 1.5x as fast). Other devices use PyTorch's fused dropout kernel."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0 or x.device.type != "cpu":
-            return super().forward(x)
-        keep = torch.rand_like(x).ge_(self.p).mul_(1 / (1 - self.p))   # 1 / (1 - p) with probability 1 - p, else 0
-        return x * keep
-
-
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> conv -> (+ time/class embedding) -> GroupNorm -> SiLU -> dropout -> conv, plus skip.
 
     With ``scale_shift`` the embedding gives a per-channel (scale, shift) applied after the second norm:
-    h = norm(h) * (1 + scale) + shift. Without it the embedding is a per-channel bias added before the second
-    norm (DDPM).
+    h = norm(h) * (1 + scale) + shift (Improved DDPM's adaptive group norm). Without it the embedding is a
+    per-channel bias added before the second norm (DDPM).
     """
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, *, dropout: float, num_groups: int,
@@ -131,23 +107,21 @@ class ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb_proj = nn.Linear(emb_dim, 2 * out_ch if scale_shift else out_ch)
         self.norm2 = nn.GroupNorm(num_groups, out_ch)
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
         self.conv2 = _zero(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """x: (B, in_ch, H, W); emb: (B, emb_dim), already passed through SiLU. Returns (B, out_ch, H, W)."""
-        # The additions (and SiLU when no gradient is recorded) run in place: fewer fresh activation buffers (on
-        # the CPU a large new buffer costs page faults). A convolution's backward does not need its output.
-        h = self.conv1(_silu(self.norm1(x)))                         # (B, out_ch, H, W)
+        h = self.conv1(F.silu(self.norm1(x)))                        # (B, out_ch, H, W)
         e = self.emb_proj(emb)[:, :, None, None]                     # (B, out_ch or 2 * out_ch, 1, 1)
         if self.scale_shift:
             scale, shift = e.chunk(2, dim=1)                         # (B, out_ch, 1, 1) each
-            h = torch.addcmul(shift, self.norm2(h), 1 + scale)       # norm2(h) * (1 + scale) + shift
+            h = self.norm2(h) * (1 + scale) + shift
         else:
-            h = self.norm2(h.add_(e))                                # norm2(h + e)
-        h = self.conv2(self.dropout(_silu(h)))                       # (B, out_ch, H, W)
-        return h.add_(self.skip(x))                                  # skip(x) + h
+            h = self.norm2(h + e)
+        h = self.conv2(self.dropout(F.silu(h)))                      # (B, out_ch, H, W)
+        return self.skip(x) + h
 
 
 class SelfAttention(nn.Module):
@@ -165,16 +139,11 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
-        # The 1x1 convolutions are matrix products over the channels; written as such on (B, HW, C) pixels they
-        # need no layout change for channels-last activations, and q, k, v come out with hd contiguous, as the
-        # fused attention kernels want. (NCHW activations cost one copy, in the first reshape; the sum with x
-        # returns to x's layout either way.)
-        h = self.norm(x).permute(0, 2, 3, 1).reshape(B, H * W, C)                  # (B, HW, C)
-        qkv = F.linear(h, self.qkv.weight.flatten(1), self.qkv.bias)              # (B, HW, 3C)
-        q, k, v = qkv.view(B, H * W, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # (B, nh, HW, hd)
-        h = F.scaled_dot_product_attention(q, k, v)                               # (B, nh, HW, hd)
-        h = F.linear(h.transpose(1, 2).reshape(B, H * W, C), self.proj.weight.flatten(1), self.proj.bias)
-        return x + h.view(B, H, W, C).permute(0, 3, 1, 2)                         # x + proj(h), x's layout
+        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W)  # (B, 3, nh, hd, HW)
+        q, k, v = qkv.permute(1, 0, 2, 4, 3)                                      # (B, nh, HW, hd) each
+        h = F.scaled_dot_product_attention(q, k, v)                               # softmax(q k^T / sqrt(hd)) v
+        h = h.transpose(2, 3).reshape(B, C, H, W)                                 # (B, C, H, W)
+        return x + self.proj(h)
 
 
 class Block(nn.Module):
@@ -201,60 +170,15 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
-def is_channels_last(t: torch.Tensor) -> bool:
-    """Whether ``t`` is a 4-D tensor stored channels-last and not also contiguous (for some shapes, such as 1x1
-    kernels, the two layouts are the same memory order; such a tensor counts as contiguous)."""
-    return t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
-
-
-def upsample_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Nearest-neighbour x2, then a 3x3 convolution (padding 1): (B, C, H, W) -> (B, C_out, 2H, 2W)."""
-    return F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), weight, bias, padding=1)
-
-
-# Nearest-neighbour x2 then a 3x3 convolution is a linear map from the input to the output, and a stride-2
-# transposed convolution with a 4x4 kernel computes exactly such maps. Along one axis, output row 2i + a reads
-# upsampled rows 2i + a - 1 .. 2i + a + 1, which are copies of input rows i-1, i, i (a = 0) or i, i, i+1 (a = 1),
-# so taps that land on the same input row add up. A transposed convolution (stride 2, padding 1) sends input row i
-# to output rows 2i - 1 .. 2i + 2 through its taps k = 0 .. 3; by the rule above they carry the 3x3 taps
-# (w0, w1, w2) as w2, w1 + w2, w0 + w1 and w0. _TAPS holds that map, one row per transposed tap.
-_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))      # (4, 3)
-
-
-def upsample_conv_transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """:func:`upsample_conv` as one stride-2 transposed convolution: the same function, 2.25x fewer operations.
-
-    The 4x4 kernel sums, per axis, the 3x3 taps that read the same input pixel (see ``_TAPS``). It costs 16
-    multiply-adds per input pixel and channel pair where the 3x3 convolution of the upsampled image costs 4 x 9,
-    and the upsampled image (4x the input) is never built. The output has the input's memory layout."""
-    taps = weight.new_tensor(_TAPS)                                            # (4, 3)
-    kernel = torch.einsum("kr,ls,oirs->iokl", taps, taps, weight)             # (C, C_out, 4, 4)
-    if is_channels_last(x):
-        kernel = kernel.contiguous(memory_format=torch.channels_last)
-    return F.conv_transpose2d(x, kernel, bias, stride=2, padding=1)           # (B, C_out, 2H, 2W)
-
-
 class Upsample(nn.Module):
-    """Nearest-neighbour x2 then a 3x3 conv: (B, C, H, W) -> (B, C, 2H, 2W).
-
-    On the CPU, inputs of at least ``TRANSPOSED_MIN_PIXELS`` pixels (B * H * W) and ``TRANSPOSED_MIN_SIDE`` rows
-    and columns take :func:`upsample_conv_transposed`, the same function with 2.25x fewer operations; on smaller
-    ones oneDNN's transposed convolution is slower than the plain path (measured on the benchmark machine).
-    Elsewhere (GPU) the plain upsample-then-convolve path runs.
-    """
-
-    TRANSPOSED_MIN_PIXELS = 512
-    TRANSPOSED_MIN_SIDE = 7
+    """Nearest-neighbour x2 then a 3x3 conv: (B, C, H, W) -> (B, C, 2H, 2W)."""
 
     def __init__(self, ch: int):
         super().__init__()
         self.conv = nn.Conv2d(ch, ch, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
-        transposed = x.device.type == "cpu" and B * H * W >= self.TRANSPOSED_MIN_PIXELS and \
-            min(H, W) >= self.TRANSPOSED_MIN_SIDE
-        return (upsample_conv_transposed if transposed else upsample_conv)(x, self.conv.weight, self.conv.bias)
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class UNet(nn.Module):
@@ -288,30 +212,11 @@ class UNet(nn.Module):
                  attention_levels: tuple[bool, ...] = (False, False, True), num_classes: int | None = None,
                  dropout: float = 0.0, num_groups: int = 8, scale_shift: bool = True):
         super().__init__()
-        in_channels = check_int(in_channels, "in_channels", low=1)
-        out_channels = in_channels if out_channels is None else check_int(out_channels, "out_channels", low=1)
-        base_channels = check_int(base_channels, "base_channels", low=2)
-        channel_mults = tuple(channel_mults) if isinstance(channel_mults, (tuple, list)) else channel_mults
-        if not isinstance(channel_mults, tuple) or not channel_mults:
-            raise ValueError(f"channel_mults must be a non-empty tuple of positive ints, got {channel_mults!r}")
-        channel_mults = tuple(check_int(m, "channel_mults[i]", low=1) for m in channel_mults)
-        num_res_blocks = check_int(num_res_blocks, "num_res_blocks", low=1)
-        attention_levels = tuple(attention_levels) if isinstance(attention_levels, (tuple, list)) else None
-        if attention_levels is None or len(attention_levels) != len(channel_mults) or \
-                not all(isinstance(a, bool) for a in attention_levels):
-            raise ValueError(f"attention_levels must be a tuple of {len(channel_mults)} bools (one per entry of "
-                             f"channel_mults={channel_mults}), got {attention_levels!r}")
-        if num_classes is not None:
-            num_classes = check_int(num_classes, "num_classes", low=1)
-        dropout = check_real(dropout, "dropout", low=0.0, high=1.0, high_open=True)
-        num_groups = check_int(num_groups, "num_groups", low=1)
+        (in_channels, out_channels, base_channels, channel_mults, num_res_blocks, attention_levels, num_classes,
+         dropout, num_groups) = _check_unet_args(in_channels, out_channels, base_channels, channel_mults,
+                                                 num_res_blocks, attention_levels, num_classes, dropout, num_groups,
+                                                 scale_shift)
         widths = [base_channels * m for m in channel_mults]
-        if any(w % num_groups for w in [base_channels, *widths]):
-            raise ValueError(f"num_groups={num_groups} must divide base_channels={base_channels} and every "
-                             f"level's width base_channels * channel_mults = {widths}")
-        if not isinstance(scale_shift, bool):
-            raise TypeError(f"scale_shift must be a bool, got {scale_shift!r}")
-
         self.num_classes = num_classes
         self.config = dict(in_channels=in_channels, out_channels=out_channels, base_channels=base_channels,
                            channel_mults=list(channel_mults), num_res_blocks=num_res_blocks,
@@ -367,47 +272,14 @@ class UNet(nn.Module):
             raise ValueError(f"name must be one of {', '.join(repr(p) for p in PRESETS)}; got {name!r}")
         return cls(**{**PRESETS[name], **overrides})
 
-    def _check_inputs(self, x, t, y):
-        """Validate shapes (cheap: no pass over the data); return t (B,) and y (B,) or None."""
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point torch.Tensor, got {type(x).__name__}"
-                            + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else ""))
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        B, _, H, W = x.shape
+    def _check_inputs(self, x, t, y) -> tuple[torch.Tensor, torch.Tensor | None]:
         factor = 2 ** (self.levels - 1)
-        if H % factor or W % factor:
-            raise ValueError(f"x's height and width must be divisible by 2 ** (levels - 1) = {factor} for "
-                             f"{self.levels} levels (channel_mults={tuple(self.config['channel_mults'])}), "
-                             f"got H={H}, W={W}")
-        if isinstance(t, (Integral, Real)) and not isinstance(t, bool):
-            t = torch.full((B,), t, device=x.device)
-        if not isinstance(t, torch.Tensor) or t.dtype == torch.bool:
-            raise TypeError(f"t must be a tensor of timesteps of shape (B,) or a number, got {t!r:.60}")
-        if t.ndim == 0:
-            t = t.expand(B)
-        elif t.shape != (B,):
-            raise ValueError(f"t must have shape ({B},) to match x's batch, got {tuple(t.shape)}")
-        if self.num_classes is None:
-            if y is not None:
-                raise ValueError("y must be None: this UNet is unconditional (num_classes=None)")
-            return t, None
-        if y is None:
-            return t, torch.full((B,), self.num_classes, dtype=torch.long, device=x.device)
-        if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise TypeError(f"y must be an integer tensor of class labels, got {y!r:.60}")
-        if y.shape != (B,):
-            raise ValueError(f"y must have shape ({B},) to match x's batch, got {tuple(y.shape)}")
-        # Range check where it is free (CPU, eager); on accelerators it would cost a host sync per call, and
-        # under torch.compile a graph break. An out-of-range index fails in the embedding lookup anyway.
-        if y.device.type == "cpu" and not torch.compiler.is_compiling() and y.numel() and \
-                (int(y.min()) < 0 or int(y.max()) > self.num_classes):
-            raise ValueError(f"y must contain labels in [0, {self.num_classes}] ({self.num_classes} = no label), "
-                             f"got values in [{int(y.min())}, {int(y.max())}]")
-        return t, y
+        return check_model_inputs(self, x, t, y, features=(self.in_channels, None, None), multiple=factor,
+                                  multiple_note=f"2 ** (levels - 1) = {factor} for {self.levels} levels "
+                                                f"(channel_mults={tuple(self.config['channel_mults'])})")
 
     def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None) -> torch.Tensor:
-        t, y = self._check_inputs(x, t, y)
+        t, y = self._check_inputs(x, t, y)           # t: (B,); y: (B,), None -> "no label" (num_classes)
         weight = self.time_mlp[0].weight
         emb = self.time_mlp(timestep_embedding(t, self.config["base_channels"]).to(weight.dtype))  # (B, E)
         if self.class_emb is not None:
@@ -433,4 +305,45 @@ class UNet(nn.Module):
             if i < self.levels - 1:
                 h = self.upsample[i](h)                                  # (B, width_level, 2 H_l, 2 W_l)
 
-        return self.conv_out(_silu(self.norm_out(h)))                     # (B, out_channels, H, W)
+        return self.conv_out(F.silu(self.norm_out(h)))                    # (B, out_channels, H, W)
+
+
+# ------------------------------------------------------------------------------------------ argument checks
+def _check_embedding_args(t, dim, max_period) -> tuple[int, float]:
+    dim = check_int(dim, "dim", low=2)
+    max_period = check_real(max_period, "max_period", low=0.0, low_open=True)
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"t must be a torch.Tensor of shape (B,), got {type(t).__name__}")
+    if t.ndim != 1:
+        raise ValueError(f"t must have shape (B,), got {tuple(t.shape)}")
+    return dim, max_period
+
+
+def _check_unet_args(in_channels, out_channels, base_channels, channel_mults, num_res_blocks, attention_levels,
+                     num_classes, dropout, num_groups, scale_shift) -> tuple:
+    """The constructor arguments of :class:`UNet`, checked and normalised (tuples, ints, floats)."""
+    in_channels = check_int(in_channels, "in_channels", low=1)
+    out_channels = in_channels if out_channels is None else check_int(out_channels, "out_channels", low=1)
+    base_channels = check_int(base_channels, "base_channels", low=2)
+    channel_mults = tuple(channel_mults) if isinstance(channel_mults, (tuple, list)) else channel_mults
+    if not isinstance(channel_mults, tuple) or not channel_mults:
+        raise ValueError(f"channel_mults must be a non-empty tuple of positive ints, got {channel_mults!r}")
+    channel_mults = tuple(check_int(m, "channel_mults[i]", low=1) for m in channel_mults)
+    num_res_blocks = check_int(num_res_blocks, "num_res_blocks", low=1)
+    attention_levels = tuple(attention_levels) if isinstance(attention_levels, (tuple, list)) else None
+    if attention_levels is None or len(attention_levels) != len(channel_mults) or \
+            not all(isinstance(a, bool) for a in attention_levels):
+        raise ValueError(f"attention_levels must be a tuple of {len(channel_mults)} bools (one per entry of "
+                         f"channel_mults={channel_mults}), got {attention_levels!r}")
+    if num_classes is not None:
+        num_classes = check_int(num_classes, "num_classes", low=1)
+    dropout = check_real(dropout, "dropout", low=0.0, high=1.0, high_open=True)
+    num_groups = check_int(num_groups, "num_groups", low=1)
+    widths = [base_channels * m for m in channel_mults]
+    if any(w % num_groups for w in [base_channels, *widths]):
+        raise ValueError(f"num_groups={num_groups} must divide base_channels={base_channels} and every "
+                         f"level's width base_channels * channel_mults = {widths}")
+    if not isinstance(scale_shift, bool):
+        raise TypeError(f"scale_shift must be a bool, got {scale_shift!r}")
+    return (in_channels, out_channels, base_channels, channel_mults, num_res_blocks, attention_levels, num_classes,
+            dropout, num_groups)

@@ -132,3 +132,16 @@ def test_compiled_model_under_bf16_autocast_is_as_accurate_as_eager():
     assert eager.dtype == torch.bfloat16 and 0 < eager_error < 0.05 * reference.abs().max()
     for g in got:
         assert (g.float() - reference).abs().max() <= 2 * eager_error
+
+
+def test_loss_with_the_schedule_on_the_gpu_equals_the_loss_with_the_cpu_schedule():
+    """minidiff.fast.schedule_on: the schedule's tensors on the GPU (no host copy per training step), the same
+    loss: the same noise, timesteps and float64 entries cast to float32 on the device instead of the host."""
+    sched = md.NoiseSchedule.cosine(T=100)
+    moved = md.fast.schedule_on(sched, CUDA)
+    assert moved.alpha_bars.device.type == "cuda" and torch.equal(moved.alpha_bars.cpu(), sched.alpha_bars)
+    model = _random_unet().to(CUDA)
+    x0 = torch.rand(6, 1, 8, 8, device=CUDA) * 2 - 1
+    losses = [md.eps_loss(model, x0, s, y=torch.arange(6, device=CUDA) % 3,
+                          generator=torch.Generator(CUDA).manual_seed(1)) for s in (sched, moved)]
+    torch.testing.assert_close(losses[1], losses[0], rtol=0, atol=0)

@@ -56,29 +56,32 @@ def _images(n=48, size=8, classes=3, seed=0):
 UNET_KW = dict(base_channels=8, channel_mults=[1, 2], attention_levels=[False, True], num_groups=4)
 
 
-def test_unet_trains_in_channels_last_on_the_cpu_and_computes_what_nchw_does(tmp_path, monkeypatch):
-    """train() keeps a U-Net on the CPU in channels-last memory while it trains (faster convolutions there): the
-    same losses as the NCHW layout to float32 rounding, plain NCHW models handed back, and a checkpoint that
+def test_unet_trains_with_minidiff_fast_and_computes_what_the_plain_modules_do(tmp_path, monkeypatch):
+    """train() applies minidiff.fast (fast blocks; channels-last kernels on the CPU) while it trains: the same losses
+    as the plain modules (``fast=False``) to float32 rounding, plain NCHW models handed back, and a checkpoint that
     loads."""
-    train_module = importlib.import_module("minidiff.train")
+    fast_module = importlib.import_module("minidiff.fast")
     kw = dict(dataset="fashion-mnist", model="tiny", model_kwargs=UNET_KW, batch_size=16, steps=5, warmup=0,
               checkpoint_every=5)
-    original, seen = train_module.fast_layout, []
+    original, seen = fast_module.apply, []
 
-    def recording(model):                                   # the kernels' layouts as training starts
+    def recording(model):                                   # the kernels' layouts and blocks as training starts
         model = original(model)
         seen.extend(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters()
                     if p.ndim == 4 and p.shape[1] > 1 and p.shape[-1] > 1)   # (kernels where the layouts differ)
+        seen.append(any(isinstance(m, fast_module.FastResBlock) for m in model.modules()))
         return model
 
-    monkeypatch.setattr(train_module, "fast_layout", recording)
+    monkeypatch.setattr(fast_module, "apply", recording)
     fast = train(toy_config(tmp_path / "cl", **kw), data=_images(), progress=False)
     assert seen and all(seen)
-    monkeypatch.setattr(train_module, "fast_layout", lambda model: model)
-    plain = train(toy_config(tmp_path / "nchw", **kw), data=_images(), progress=False)
+    seen.clear()
+    plain = train(toy_config(tmp_path / "nchw", fast=False, **kw), data=_images(), progress=False)
+    assert not seen                                         # fast=False: the plain modules, untouched
     torch.testing.assert_close(torch.tensor(fast.losses), torch.tensor(plain.losses), rtol=1e-4, atol=1e-5)
     for model in (fast.model, fast.ema_model):
         assert all(p.is_contiguous() for p in model.parameters())
+        assert not any(type(m).__name__.startswith("Fast") for m in model.modules())
     loaded = load_model(tmp_path / "cl" / "run" / CHECKPOINT_NAME, device="cpu")[0]
     for a, b in zip(loaded.state_dict().values(), fast.ema_model.state_dict().values()):
         assert torch.equal(a, b)

@@ -1,7 +1,8 @@
-"""The fast paths give the eager path's answer: cached schedule copies, batched guidance, channels-last and
-fused attention in the U-Net, the upsampling convolution as a transposed one, SiLU and dropout on the CPU, channels-last kernels in the fused AdamW, and the compiled
-model for the sampler loops. Speed itself is measured by ``benchmarks/bench.py``, never asserted here."""
-import gc
+"""The fast paths give the plain path's answer: every piece of :mod:`minidiff.fast` (the U-Net's blocks, the
+upsampling convolution as a transposed one, SiLU and dropout on the CPU, channels-last weights, channels-last
+kernels in the fused AdamW, the schedule on the device), batched guidance and the compiled model for the sampler
+loops. Values and gradients, in both memory layouts. Speed itself is measured by ``benchmarks/bench.py``, never
+asserted here."""
 import json
 import math
 import os
@@ -13,8 +14,10 @@ import minidiff as md
 from minidiff import schedules
 from minidiff.guidance import guided_eps
 from minidiff.samplers import CompiledModel
-from minidiff.unet import (Dropout, SelfAttention, UNet, Upsample, _silu, upsample_conv,
-                          upsample_conv_transposed)
+from minidiff import fast
+from minidiff.fast import (FastDropout, FastResBlock, FastSelfAttention, FastUpsample, _silu, upsample_conv,
+                           upsample_conv_transposed)
+from minidiff.unet import ResBlock, SelfAttention, UNet, Upsample
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,7 +32,7 @@ def _random_unet(seed: int = 0, **kw) -> UNet:
     return model.eval()
 
 
-# ---------------------------------------------------------------------------------------- gather's cache
+# ---------------------------------------------------------------------------------------- schedules
 def test_gather_matches_plain_indexing(linear, gen):
     t = torch.randint(0, linear.T, (7,), generator=gen(0))
     like = torch.zeros(7, 3, 4, 4)
@@ -40,26 +43,17 @@ def test_gather_matches_plain_indexing(linear, gen):
     assert torch.equal(out64.flatten(), linear.alpha_bars[t])           # same dtype and device: no copy at all
 
 
-def test_gather_converts_once_and_reuses_the_copy():
-    values = torch.linspace(0.1, 0.9, 50, dtype=torch.float64)
-    first = schedules._converted(values, torch.device("cpu"), torch.float32)
-    again = schedules._converted(values, torch.device("cpu"), torch.float32)
-    assert again is first and torch.equal(first, values.float())
-    half = schedules._converted(values, torch.device("cpu"), torch.bfloat16)  # another dtype: its own copy
-    assert half.dtype == torch.bfloat16 and half is not first
-
-
-def test_gather_cache_sees_in_place_changes_and_forgets_freed_tensors():
-    values = torch.linspace(0.1, 0.9, 50, dtype=torch.float64)
-    t, like = torch.tensor([0, 49]), torch.zeros(2)
-    assert schedules.gather(values, t, like).tolist() == pytest.approx([0.1, 0.9])
-    values.mul_(2)                                                       # the version counter moves on
-    assert schedules.gather(values, t, like).tolist() == pytest.approx([0.2, 1.8])
-    key = id(values)
-    assert key in schedules._CONVERTED
-    del values
-    gc.collect()
-    assert key not in schedules._CONVERTED
+def test_schedule_on_the_cpu_is_the_schedule_itself_and_elsewhere_a_copy_of_every_tensor(linear):
+    assert fast.schedule_on(linear, "cpu") is linear
+    moved = fast.schedule_on(linear, "meta")                            # a device without data: shapes and dtypes
+    assert isinstance(moved, md.NoiseSchedule) and moved.T == linear.T and moved.name == linear.name
+    for name in ("betas", "alphas", "alpha_bars", "alpha_bars_prev", "snr", "posterior_variance",
+                 "posterior_mean_coef_x0", "posterior_mean_coef_xt"):
+        value = getattr(moved, name)
+        assert value.device.type == "meta" and value.dtype == torch.float64 and value.shape == (linear.T,), name
+        assert getattr(linear, name).device.type == "cpu", name        # the original is untouched
+    with pytest.raises(TypeError, match="sched must be a NoiseSchedule"):
+        fast.schedule_on("linear", "cpu")
 
 
 def test_gather_works_with_a_schedule_built_in_inference_mode():
@@ -81,28 +75,83 @@ def test_batched_guidance_equals_two_calls_on_a_unet(gen):
         torch.testing.assert_close(guided_eps(model, x_t, t, y, s), two_calls, rtol=1e-12, atol=1e-12)
 
 
-# ---------------------------------------------------------------------------------------- U-Net layouts
-def test_channels_last_unet_matches_nchw_forward_and_gradients(gen):
-    """``model.to(memory_format=torch.channels_last)`` (faster convolutions) computes the same function."""
-    model = _random_unet(num_classes=10, num_res_blocks=2).train()
-    fast = _random_unet(num_classes=10, num_res_blocks=2).train().to(memory_format=torch.channels_last)
-    x = torch.randn(3, 1, 16, 16, generator=gen(0))
-    t, y = torch.tensor([5, 500, 995]), torch.tensor([1, 10, 4])
+# ---------------------------------------------------------------------------------------- apply: the U-Net
+def _forward_and_grads(model, x, t, y):
     out = model(x, t, y)
-    out_cl = fast(x.contiguous(memory_format=torch.channels_last), t, y)
-    assert out_cl.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(out_cl, out, rtol=1e-4, atol=1e-5)
     out.square().mean().backward()
-    out_cl.square().mean().backward()
-    for (name, p), p_cl in zip(model.named_parameters(), fast.parameters()):
-        torch.testing.assert_close(p_cl.grad, p.grad, rtol=1e-4, atol=1e-5, msg=name)
+    return out.detach(), [p.grad for p in model.parameters()]
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("scale_shift", [True, False])
+def test_fast_unet_matches_the_plain_one_forward_and_gradients(channels_last, scale_shift, gen):
+    """``fast.apply`` (fast blocks; channels-last weights on the CPU) computes the plain U-Net's function, with NCHW
+    or channels-last inputs. float32 convolutions in another layout and kernel: rounding-level agreement, relative
+    to the outputs' and gradients' own scale (the tolerance of one float32 reduction over a few hundred terms)."""
+    plain = _random_unet(num_classes=10, num_res_blocks=2, scale_shift=scale_shift).train()
+    model = fast.apply(_random_unet(num_classes=10, num_res_blocks=2, scale_shift=scale_shift).train())
+    assert {type(m) for m in model.modules()} >= {FastResBlock, FastSelfAttention, FastUpsample}
+    assert any(p.ndim == 4 and not p.is_contiguous() for p in model.parameters())     # channels-last kernels
+    x = torch.randn(3, 1, 16, 16, generator=gen(0))
+    t, y = torch.tensor([5, 500, 995]), torch.tensor([1, 10, 4])
+    want, want_grads = _forward_and_grads(plain, x, t, y)
+    x_in = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    got, got_grads = _forward_and_grads(model, x_in, t, y)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
+    for (name, _), g, w in zip(plain.named_parameters(), got_grads, want_grads):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5 * w.abs().max().item(), msg=name)
+
+
+def test_apply_keeps_the_weights_and_revert_restores_the_plain_model(gen):
+    model = _random_unet(num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast.apply(model)
+    assert set(model.state_dict()) == set(before)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    fast.revert(model)
+    assert not any(type(m).__name__.startswith("Fast") for m in model.modules())
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert isinstance(fast.apply(md.MLPDenoiser()), md.MLPDenoiser)      # another model: left as it is
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        fast.apply(lambda x, t, y=None: x)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("scale_shift", [True, False])
+def test_fast_resblock_matches_the_plain_one_in_float64(channels_last, scale_shift, gen):
+    """The in-place additions and SiLU change no value: float64, values and every gradient (input included)."""
+    plain = ResBlock(8, 16, 12, dropout=0.0, num_groups=4, scale_shift=scale_shift).double()
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=gen(1), dtype=torch.float64))
+    block = fast.apply(ResBlock(8, 16, 12, dropout=0.0, num_groups=4, scale_shift=scale_shift).double())
+    block.load_state_dict(plain.state_dict())
+    assert type(block) is FastResBlock
+    x = torch.randn(2, 8, 5, 6, generator=gen(0), dtype=torch.float64)
+    emb = torch.randn(2, 12, generator=gen(2), dtype=torch.float64)
+    results = []
+    for module, layout in ((plain, torch.contiguous_format), (block, torch.channels_last if channels_last
+                                                               else torch.contiguous_format)):
+        xi = x.contiguous(memory_format=layout).requires_grad_()
+        out = module(xi, emb)
+        grads = torch.autograd.grad(out.square().sum(), [xi, *module.parameters()])
+        results.append((out.detach(), grads))
+        with torch.no_grad():                                            # the in-place SiLU path (no autograd)
+            results[-1] += (module(x.contiguous(memory_format=layout), emb),)
+    (out_a, grads_a, nograd_a), (out_b, grads_b, nograd_b) = results
+    torch.testing.assert_close(out_b, out_a, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(nograd_b, nograd_a, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(b, a, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("cls", [SelfAttention, FastSelfAttention])
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("ch", [32, 64])                                 # one head, two heads of 32 channels
-def test_attention_matches_the_formula(channels_last, ch, gen):
-    """softmax(q k^T / sqrt(d)) v per head, written out, whichever kernel the layout selects."""
-    attn = SelfAttention(ch, num_groups=8).double()
+def test_attention_matches_the_formula(cls, channels_last, ch, gen):
+    """softmax(q k^T / sqrt(d)) v per head, written out: the plain block and the fast one, whichever kernel the
+    layout selects, values and gradients."""
+    attn = cls(ch, num_groups=8).double()
     with torch.no_grad():
         attn.proj.weight.copy_(0.1 * torch.randn(attn.proj.weight.shape, generator=gen(1), dtype=torch.float64))
     x = torch.randn(2, ch, 4, 6, generator=gen(0), dtype=torch.float64)
@@ -115,9 +164,18 @@ def test_attention_matches_the_formula(channels_last, ch, gen):
     layout = torch.channels_last if channels_last else torch.contiguous_format
     if channels_last:
         attn, x = attn.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
     out = attn(x)
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
     assert out.is_contiguous(memory_format=layout)                      # the input's layout, kept
+    g = torch.randn(out.shape, generator=gen(2), dtype=torch.float64)
+    x_ref = x.detach().contiguous().requires_grad_()
+    ref = SelfAttention(ch, num_groups=8).double()
+    ref.load_state_dict(attn.state_dict())
+    want = torch.autograd.grad(ref(x_ref), [x_ref, *ref.parameters()], g)
+    got = torch.autograd.grad(out, [x, *attn.parameters()], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 # ---------------------------------------------------------------------------------------- upsampling
@@ -144,13 +202,20 @@ def test_upsample_conv_transposed_is_upsample_then_conv(channels_last, bias, gen
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
+def test_plain_upsample_is_nearest_x2_then_the_3x3_conv(gen):
+    up = Upsample(3).double()
+    x = torch.randn(2, 3, 4, 5, generator=gen(0), dtype=torch.float64)
+    torch.testing.assert_close(up(x), upsample_conv(x, up.conv.weight, up.conv.bias), rtol=0, atol=0)
+    assert up(x).shape == (2, 3, 8, 10)
+
+
 def test_upsample_takes_the_transposed_path_for_large_enough_cpu_inputs(monkeypatch):
     calls = []
-    monkeypatch.setattr(md.unet, "upsample_conv_transposed",
+    monkeypatch.setattr(fast, "upsample_conv_transposed",
                         lambda *a: calls.append("transposed") or upsample_conv(*a))
-    up = Upsample(4)
-    side = Upsample.TRANSPOSED_MIN_SIDE
-    batch = -(-Upsample.TRANSPOSED_MIN_PIXELS // side ** 2)             # the fewest images that reach the bar
+    up = fast.apply(Upsample(4))
+    side = FastUpsample.TRANSPOSED_MIN_SIDE
+    batch = -(-FastUpsample.TRANSPOSED_MIN_PIXELS // side ** 2)         # the fewest images that reach the bar
     for shape, taken in (((batch - 1, 4, side, side), False),           # too few pixels
                          ((batch, 4, side, side), True),
                          ((4 * batch, 4, side - 1, side + 1), False)):  # enough pixels, too few rows
@@ -160,14 +225,14 @@ def test_upsample_takes_the_transposed_path_for_large_enough_cpu_inputs(monkeypa
 
 
 def test_unet_with_and_without_the_transposed_path_agrees(monkeypatch, gen):
-    """A whole U-Net, forward and parameter gradients, with the transposed path forced on and forced off."""
+    """A whole fast U-Net, forward and parameter gradients, with the transposed path forced on and forced off."""
     x = torch.randn(3, 1, 16, 16, generator=gen(0))
     t, y = torch.tensor([5, 500, 995]), torch.tensor([1, 10, 4])
     results = []
     for bar in (0, math.inf):
-        monkeypatch.setattr(Upsample, "TRANSPOSED_MIN_PIXELS", bar)
-        monkeypatch.setattr(Upsample, "TRANSPOSED_MIN_SIDE", 0)
-        model = _random_unet(num_classes=10, num_res_blocks=2).train()
+        monkeypatch.setattr(FastUpsample, "TRANSPOSED_MIN_PIXELS", bar)
+        monkeypatch.setattr(FastUpsample, "TRANSPOSED_MIN_SIDE", 0)
+        model = fast.apply(_random_unet(num_classes=10, num_res_blocks=2).train())
         out = model(x, t, y)
         out.square().mean().backward()
         results.append((out.detach(), [p.grad for p in model.parameters()]))
@@ -191,7 +256,7 @@ def test_silu_runs_in_place_only_when_autograd_does_not_need_the_input(gen):
 
 def test_dropout_keeps_each_value_with_probability_1_minus_p_and_rescales_it(gen):
     p, n = 0.3, 200_000
-    drop = Dropout(p)
+    drop = FastDropout(p)
     x = (torch.rand(n, generator=gen(0)) + 0.5).requires_grad_()       # no zeros of its own
     torch.manual_seed(1)
     out = drop(x)
@@ -203,7 +268,9 @@ def test_dropout_keeps_each_value_with_probability_1_minus_p_and_rescales_it(gen
     torch.testing.assert_close(x.grad, kept.float() / (1 - p))
     torch.manual_seed(1)
     assert torch.equal(drop(x), out)                                     # seeded: the same mask again
-    assert drop.eval()(x) is x and Dropout(0.0)(x) is x
+    assert drop.eval()(x) is x and FastDropout(0.0)(x) is x
+    unet = fast.apply(UNet(dropout=p))
+    assert all(type(m) is FastDropout and m.p == p for m in unet.modules() if isinstance(m, torch.nn.Dropout))
 
 
 # ---------------------------------------------------------------------------------------- compiled model
@@ -317,7 +384,7 @@ def test_channels_last_kernels_reach_the_fused_update_without_a_copy():
     """torch's fused AdamW copies non-contiguous tensors first; minidiff's hands it contiguous views instead."""
     from torch.profiler import profile
 
-    from minidiff.train import AdamW
+    from minidiff.fast import AdamW
     model = _random_unet(num_classes=10).to(memory_format=torch.channels_last)
     assert any(p.ndim == 4 and not p.is_contiguous() for p in model.parameters())
     for make, copies in ((lambda ps: torch.optim.AdamW(ps, fused=True), True), (lambda ps: AdamW(ps, fused=True), False)):
@@ -332,7 +399,7 @@ def test_adamw_is_plain_torch_adamw_when_init_group_names_other_lists(monkeypatc
     """A torch whose ``_init_group`` has other parameter names: no views, the same steps as torch's AdamW."""
     import inspect
 
-    from minidiff.train import AdamW
+    from minidiff.fast import AdamW
     P = inspect.Parameter
     monkeypatch.setattr(AdamW, "_SIGNATURE", inspect.Signature(
         [P("self", P.POSITIONAL_OR_KEYWORD), P("group", P.POSITIONAL_OR_KEYWORD), P("lists", P.VAR_POSITIONAL)]))
@@ -353,7 +420,7 @@ def test_fused_update_is_right_when_the_moments_come_back_in_another_layout(amsg
     """Moments saved from an NCHW model (a GPU run) restored into a channels-last model: they are copied into the
     parameters' layout, and the steps equal those of a run that never changed layout. (torch 2.13's fused CPU
     kernel alone pairs the wrong elements there.)"""
-    from minidiff.train import AdamW
+    from minidiff.fast import AdamW
     models = [_random_unet(num_classes=10).to(memory_format=torch.channels_last) for _ in range(2)]
     opts = [AdamW(m.parameters(), lr=1e-3, fused=True, amsgrad=amsgrad) for m in models]
     for m, opt in zip(models, opts):
