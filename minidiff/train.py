@@ -20,6 +20,7 @@ produces bitwise the same losses and weights as one that never stopped. ::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -34,6 +35,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import data, fast
+from ._io import claim_folder
 from ._validate import check_choice, check_int, check_real
 from .checkpoint import CheckpointError, is_exported, read_checkpoint, save_checkpoint
 from .data import TensorLoader
@@ -233,7 +235,10 @@ def train(config: TrainConfig, *, resume: bool = False, data: tuple | None = Non
         raise TypeError(f"resume must be a bool, got {resume!r}")
     env = _setup_distributed(config.device)
     try:
-        with torch.random.fork_rng(devices=[env.device.index] if env.device.type == "cuda" else []):
+        # rank 0 writes the files: --out must be a writable folder that no other run is using (checked before any
+        # work; the lock goes with the process, on exit or crash)
+        claim = claim_folder(config.out) if env.rank == 0 else contextlib.nullcontext()
+        with claim, torch.random.fork_rng(devices=[env.device.index] if env.device.type == "cuda" else []):
             return _train(config, env, resume, data, progress)
     finally:
         if env.owns_group:
@@ -307,6 +312,8 @@ def _train(config: TrainConfig, env: "_Env", resume: bool, data, progress: bool)
         if sample_now and rank == 0:
             _save_samples(ema.model, sched, config, step, x, num_classes)
         if save_now:
+            _check_weights({"weights": model, "EMA weights": ema.model}, x0, labels, sched, step, world, ckpt_path,
+                           use_bf16)                                # never keep weights that give NaN
             rng = _gather(_rng_state(data_gen, noise_gen, position, device), world)
             if rank == 0:
                 save_checkpoint(ckpt_path, model=model, ema_model=ema.model, optimizer=opt, step=step, sched=sched,
@@ -411,6 +418,46 @@ def _read_losses(pending: list[torch.Tensor], first_step: int, world: int, ckpt_
             raise FloatingPointError(f"the loss became {value} at step {first_step + i + 1}; training stopped "
                                      f"and {kept}. Try a lower lr or grad_clip.")
     return values
+
+
+@torch.no_grad()
+def _check_weights(models: dict, x0: torch.Tensor, labels, sched: NoiseSchedule, step: int, world: int,
+                   ckpt_path: Path, use_bf16: bool) -> None:
+    """Stop before a checkpoint of weights that give NaN or inf: each model (the weights, the EMA) must be finite,
+    give a finite loss on the last batch and draw finite samples of sane size in a short DDIM run (eval mode, its
+    own noise stream: the run's random state is not touched). One host sync per checkpoint.
+
+    The loss of step k is computed before update k, so an update that blows the weights up shows in no loss
+    yet; without this check the checkpoint would keep exactly those weights. The last good one is left as it
+    was."""
+    gen = torch.Generator(x0.device).manual_seed(0)
+    # A model whose noise predictions are of order 1 keeps |x0_hat| = |x_t - sqrt(1 - a) eps| / sqrt(a) below about
+    # 10 / sqrt(alpha_bar_T) all along the run; samples beyond 100 times that come from predictions that have
+    # blown up, and a longer run from them overflows. (Zero terminal SNR: finite is all that is asked.)
+    a_T = float(sched.alpha_bars[-1])
+    bound = 1e3 / math.sqrt(a_T) if a_T > 0 else math.inf
+    bad = []
+    for label, m in models.items():
+        was_training = m.training
+        m.eval()
+        with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = eps_loss(m, x0, sched, y=labels, generator=gen)
+            n = min(4, len(x0))
+            few = ddim_sample(m, (n, *x0.shape[1:]), sched, steps=min(8, sched.T), generator=gen,
+                              y=None if labels is None else labels[:n])                # a short DDIM run
+        m.train(was_training)
+        finite = torch.stack([torch.isfinite(p).all() for p in m.state_dict().values() if p.is_floating_point()])
+        bad.append(~(finite.all() & torch.isfinite(loss) & (few.abs().max() <= bound)))      # NaN fails too
+    bad = torch.stack(bad).to(torch.int32)                                           # (2,)
+    if world > 1:
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    for label, is_bad in zip(models, bad.tolist()):
+        if is_bad:
+            kept = f"the last good checkpoint {str(ckpt_path)!r} is left as it was" if ckpt_path.exists() \
+                else "no checkpoint was written"
+            raise FloatingPointError(f"the {label} after step {step} give NaN or inf (in the loss or in a short "
+                                     f"sampling run); training stopped and "
+                                     f"{kept}. Try a lower lr or grad_clip.")
 
 
 @torch.no_grad()

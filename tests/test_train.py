@@ -9,6 +9,7 @@ import importlib
 import pytest
 import torch
 
+import minidiff as md
 from minidiff.checkpoint import load_model
 from minidiff.data import toy_2d
 from minidiff.mlp import MLPDenoiser
@@ -135,6 +136,49 @@ def test_nan_at_the_first_step_names_it(tmp_path):
     with pytest.raises(FloatingPointError, match=r"step 1\b.*no checkpoint"):
         train(toy_config(tmp_path, steps=3), data=(x, None), progress=False)
     assert not (tmp_path / "run" / "ckpt.pt").exists()
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_a_blown_up_update_never_reaches_a_checkpoint(tmp_path, weight_decay):
+    """lr = 1e6: an update blows the weights up while the loss computed before it was finite. The checkpoint is
+    refused then, so what is kept (if anything) samples finite points, from the EMA and from the raw weights."""
+    config = toy_config(tmp_path, steps=20, lr=1e6, warmup=0, weight_decay=weight_decay, checkpoint_every=1,
+                        log_every=1, grad_clip=None)
+    with pytest.raises(FloatingPointError, match=r"step \d+ give NaN or inf .*(left as it was|no checkpoint)"):
+        train(config, progress=False)
+    ckpt = tmp_path / "run" / "ckpt.pt"
+    if ckpt.exists():
+        for ema in (True, False):
+            model, sched, _ = load_model(ckpt, ema=ema, device="cpu")
+            x = md.ddim_sample(model, (500, 2), sched, steps=50, generator=torch.Generator().manual_seed(0))
+            assert torch.isfinite(x).all()
+
+
+def test_the_weight_check_leaves_training_as_it_was(tmp_path):
+    """The check before each checkpoint (eval mode, its own noise) changes nothing: checkpoints every step give
+    bitwise the run that writes one at the end, dropout included."""
+    kw = dict(dataset="fashion-mnist", model="tiny", model_kwargs={**UNET_KW, "dropout": 0.1}, batch_size=8,
+              steps=4, warmup=0)
+    every = train(toy_config(tmp_path / "every", checkpoint_every=1, **kw), data=_images(), progress=False)
+    end = train(toy_config(tmp_path / "end", checkpoint_every=0, **kw), data=_images(), progress=False)
+    assert every.losses == end.losses
+    for a, b in zip(every.model.state_dict().values(), end.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_out_must_be_a_writable_folder_that_no_other_run_uses(tmp_path):
+    from minidiff._io import claim_folder
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError, match=r"cannot write to the output folder .*file/run.*: not a directory"):
+        train(toy_config(tmp_path / "file"), progress=False)
+    with claim_folder(tmp_path / "busy" / "run"):            # another run holds the folder
+        with pytest.raises(OSError, match="in use by another run"):
+            train(toy_config(tmp_path / "busy", steps=2), progress=False)
+    stale = tmp_path / "busy" / "run" / ".ckpt.pt.abc123.tmp"  # what a kill during a checkpoint write leaves
+    stale.write_bytes(b"half a checkpoint")
+    train(toy_config(tmp_path / "busy", steps=2), progress=False)
+    assert not stale.exists() and (tmp_path / "busy" / "run" / "ckpt.pt").exists()
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path):
