@@ -123,3 +123,96 @@ def randn(shape, *, generator: torch.Generator | None, device, dtype) -> torch.T
     """Standard normal noise drawn from ``generator`` (on the generator's own device), moved to ``device``."""
     gen_device = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+
+
+def noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise of ``x``'s shape, dtype and device, drawn from ``generator`` (see :func:`randn`)."""
+    return randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def rand(n: int, *, generator: torch.Generator | None, device) -> torch.Tensor:
+    """(n,) uniform numbers in [0, 1) drawn from ``generator`` (on its own device), moved to ``device``."""
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(n, generator=generator, device=gen_device).to(device)
+
+
+def randint(high: int, n: int, *, generator: torch.Generator | None, device) -> torch.Tensor:
+    """(n,) integers uniform in [0, high) drawn from ``generator`` (on its own device), moved to ``device``."""
+    gen_device = generator.device if generator is not None else device
+    return torch.randint(0, high, (n,), generator=generator, device=gen_device).to(device)
+
+
+def check_sampling(model, shape, sched, *, y, guidance_scale, clip_x0=None, x_T=None,
+                   device=None) -> tuple:
+    """The arguments every sampler shares. Returns ``(model, y, guidance_scale, device)``: the model wrapped
+    in :class:`ShapeCheckedModel`, the labels on the sampling device, the scale as a float, and that device
+    (``device``, else ``x_T``'s, else the model's)."""
+    from .guidance import num_classes_of          # imported here: schedules and guidance import this module
+    from .schedules import NoiseSchedule
+    if not isinstance(sched, NoiseSchedule):
+        raise TypeError(f"sched must be a NoiseSchedule, got {type(sched).__name__}")
+    shape = tuple(shape)
+    if len(shape) < 1 or any(not isinstance(s, int) or s < 1 for s in shape):
+        raise ValueError(f"shape must be a tuple of positive ints (B, ...), got {shape}")
+    guidance_scale = check_real(guidance_scale, "guidance_scale")
+    check_clip(clip_x0)
+    if y is None and guidance_scale != 1.0:
+        raise ValueError(f"guidance_scale={guidance_scale} needs class labels y (guidance compares the "
+                         "conditional and unconditional predictions); pass y or use guidance_scale=1")
+    if x_T is not None:
+        check_tensor(x_T, "x_T")
+        if tuple(x_T.shape) != shape:
+            raise ValueError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}")
+    device = _sampling_device(model, x_T, device)
+    y = check_labels(y, shape[0], num_classes_of(model), device)
+    return ShapeCheckedModel(model, num_classes_of(model)), y, guidance_scale, device
+
+
+def _sampling_device(model, x_T, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if x_T is not None:
+        return x_T.device
+    params = getattr(model, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return torch.device("cpu")
+
+
+def check_ddim_plan(plan: list[tuple], eta: float) -> None:
+    """Every step ``(t, t_prev, alpha_bar, alpha_bar_prev, sigma)`` of a DDIM plan must leave a real square
+    root in eq. (12), sigma^2 <= 1 - alpha_bar_prev: checked before sampling, to fail fast."""
+    for t, t_prev, _, a_prev, sigma in plan:
+        if sigma**2 > 1.0 - a_prev:
+            raise ValueError(f"eta={eta} is too large for the DDIM step {t} -> {t_prev}: sigma^2 = {sigma**2:.4g} "
+                             f"would exceed 1 - alpha_bar_prev = {1.0 - a_prev:.4g}")
+
+
+def check_clip(clip_x0: float | None) -> None:
+    """``clip_x0`` is None (no clipping) or a positive bound."""
+    if clip_x0 is not None:
+        check_real(clip_x0, "clip_x0", low=0, low_open=True)
+
+
+class ShapeCheckedModel:
+    """``model``, with a check that every output has the shape of the input ``x_t``: a model that returned,
+    say, (B, 1) for (B, 2) data would otherwise broadcast silently and corrupt the loss or the samples.
+
+    Args:
+        model: ``model(x_t, t, y) -> eps_hat``.
+        num_classes: the model's number of classes, or None (guidance reads it from the wrapper).
+        output: the output's name in the error message.
+        like: the name of the tensor whose shape the output must have, in the error message.
+    """
+
+    def __init__(self, model, num_classes: int | None, *, output: str = "eps", like: str = "x_t"):
+        self.model, self.num_classes, self.output, self.like = model, num_classes, output, like
+
+    def __call__(self, x_t: torch.Tensor, t, y: torch.Tensor | None = None) -> torch.Tensor:
+        eps = self.model(x_t, t, y)
+        if not torch.is_tensor(eps) or eps.shape != x_t.shape:
+            got = tuple(eps.shape) if torch.is_tensor(eps) else type(eps).__name__
+            raise ValueError(f"the model output ({self.output}) must have the shape of {self.like} "
+                             f"{tuple(x_t.shape)}, got {got}")
+        return eps

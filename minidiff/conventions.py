@@ -5,11 +5,13 @@
 * Guidance: minidiff's (and diffusers') scale ``s`` is the CFG paper's ``1 + w``.
 * DDIM's ``eta`` sets the per-step noise: ``sigma = eta * sqrt((1 - a_prev) / (1 - a)) * sqrt(1 - a / a_prev)``
   (DDIM eq. 16, a = alpha_bar); ``eta = 0`` is deterministic DDIM, ``eta = 1`` is DDPM's posterior variance.
+  Its converter, :func:`minidiff.samplers.ddim_sigma`, lives beside the DDIM code and is importable from here.
 """
 from __future__ import annotations
 
 import torch
 
+from .samplers import ddim_sigma  # noqa: F401 - DDIM's eta -> sigma, beside the DDIM code (chapter 6)
 from .schedules import NoiseSchedule
 
 
@@ -28,19 +30,11 @@ def ddim_paper_alpha(sched: NoiseSchedule) -> torch.Tensor:
     return sched.alpha_bars
 
 
-def cfg_w_from_scale(scale: float) -> float:
-    """The CFG paper's guidance weight ``w`` for minidiff's scale ``s``: ``w = s - 1``."""
-    return scale - 1.0
+def cfg_w_from_scale(guidance_scale: float) -> float:
+    """The CFG paper's guidance weight ``w`` for minidiff's scale ``s`` (``guidance_scale``): ``w = s - 1``."""
+    return guidance_scale - 1.0
 
 
 def scale_from_cfg_w(w: float) -> float:
     """minidiff's guidance scale ``s`` for the CFG paper's weight ``w``: ``s = 1 + w``."""
     return w + 1.0
-
-
-def ddim_sigma(alpha_bar: float, alpha_bar_prev: float, eta: float) -> float:
-    """DDIM eq. (16): the standard deviation of the noise added when stepping alpha_bar -> alpha_bar_prev.
-
-    With ``eta = 1`` and consecutive steps, ``sigma**2`` equals DDPM's posterior variance beta_tilde.
-    """
-    return eta * ((1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * (1.0 - alpha_bar / alpha_bar_prev)) ** 0.5

@@ -16,22 +16,12 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import check_int, check_real, check_same_shape, check_tensor, randn
-from .forward import q_sample
+from ._validate import (check_ddim_plan, check_int, check_real, check_same_shape, check_sampling, check_tensor,
+                        noise_like)
+from .forward import add_noise
 from .guidance import guided_eps
-from .samplers import _ddim_loop, _ddim_plan, _ddim_update, _start, ddim_timesteps
+from .samplers import ddim_loop, ddim_plan, ddim_timesteps, ddim_update
 from .schedules import NoiseSchedule
-
-
-def _check_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    check_tensor(mask, "mask")
-    try:
-        mask = torch.broadcast_to(mask, x.shape)
-    except RuntimeError:
-        raise ValueError(f"mask must broadcast to the image shape {tuple(x.shape)}, got {tuple(mask.shape)}")
-    if not bool(((mask == 0) | (mask == 1)).all()):
-        raise ValueError("mask must contain only 0 (generate) and 1 (keep), got other values")
-    return mask.to(device=x.device, dtype=x.dtype)
 
 
 @torch.no_grad()
@@ -66,38 +56,45 @@ def inpaint(model, x0: torch.Tensor, mask: torch.Tensor, sched: NoiseSchedule, *
     Returns:
         The inpainted images, shape of ``x0``; exactly ``x0`` where ``mask == 1``.
     """
-    check_tensor(x0, "x0")
-    mask = _check_mask(mask, x0)
-    resample = check_int(resample, "resample", low=1)
-    eta = check_real(eta, "eta", low=0.0)
-    check_int(steps, "steps", low=1, high=sched.T if isinstance(sched, NoiseSchedule) else None)
-    x, y, guidance_scale = _start(model, x0.shape, sched, None, generator, x0.device, x0.dtype, y,
-                                  guidance_scale, None)
-    plan = _ddim_plan(sched, ddim_timesteps(sched.T, steps, spacing), eta)
+    model, mask, y, guidance_scale, eta = _check_inpaint(model, x0, mask, sched, steps, resample, eta, spacing,
+                                                         y, guidance_scale)
+    x = noise_like(x0, generator)                                                   # x_T ~ N(0, I)
+    plan = ddim_plan(sched, ddim_timesteps(sched.T, steps, spacing), eta)
+    return repaint(model, x, x0, mask, sched, plan, resample=resample, y=y, guidance_scale=guidance_scale,
+                   generator=generator)
+
+
+@torch.no_grad()
+def repaint(model, x: torch.Tensor, x0: torch.Tensor, mask: torch.Tensor, sched: NoiseSchedule,
+            plan: list[tuple], *, resample: int = 5, y: torch.Tensor | None = None, guidance_scale: float = 1.0,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """RePaint (Lugmayr et al. 2022) from x = x_T over the DDIM steps of ``plan``, steps 1-4 of :func:`inpaint`.
+
+    ``x``, ``x0`` and ``mask`` are (B, ...); ``plan`` is :func:`minidiff.samplers.ddim_plan`'s; the other
+    arguments are :func:`inpaint`'s, which checks them all. Returns the inpainted images.
+    """
     B = x.shape[0]
     for t, t_prev, a, a_prev, sigma in plan:
-        t_batch = torch.full((B,), t, dtype=torch.long, device=x.device)                    # (B,)
+        t_batch = torch.full((B,), t, dtype=torch.long, device=x.device)                # (B,)
+        t_prev_batch = torch.full((B,), t_prev, dtype=torch.long, device=x.device)      # (B,)
         for u in range(resample if t_prev >= 0 else 1):
             eps = guided_eps(model, x, t_batch, y, guidance_scale)
-            noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if sigma > 0 else None
-            unknown, _ = _ddim_update(x, eps, a, a_prev, sigma=sigma, noise=noise)
-            known = x0 if t_prev < 0 else q_sample(x0, t_prev, sched, generator=generator)
-            x_prev = mask * known + (1 - mask) * unknown
-            if u < resample - 1 and t_prev >= 0:                                          # back up: t' -> t
+            noise = noise_like(x, generator) if sigma > 0 else None
+            unknown, _ = ddim_update(x, eps, a, a_prev, sigma=sigma, noise=noise)       # 1. DDIM eq. (12)
+            # 2. the known part from q(x_t' | x_0), eq. (4) (the data itself at the last step)
+            known = x0 if t_prev < 0 else add_noise(x0, t_prev_batch, sched, noise_like(x0, generator))
+            x_prev = mask * known + (1 - mask) * unknown                                # 3. merge by the mask
+            if u < resample - 1 and t_prev >= 0:                                        # 4. back up: t' -> t
                 ratio = a / a_prev
-                z = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                x = ratio**0.5 * x_prev + (1 - ratio) ** 0.5 * z
+                x = ratio**0.5 * x_prev + (1 - ratio) ** 0.5 * noise_like(x, generator)
         x = x_prev
     return x
 
 
 def sdedit_start(strength: float, T: int) -> int:
     """The timestep index SDEdit starts from: round(strength * T) - 1, for strength in (0, 1]."""
-    strength = check_real(strength, "strength", low=0.0, high=1.0, low_open=True)
-    t0 = round(strength * T) - 1
-    if t0 < 0:
-        raise ValueError(f"strength={strength} is below one step of T={T}; use strength >= {1 / T:.3g}")
-    return t0
+    strength = _check_sdedit_start(strength, T)
+    return round(strength * T) - 1
 
 
 @torch.no_grad()
@@ -125,18 +122,13 @@ def sdedit(model, x0: torch.Tensor, sched: NoiseSchedule, *, strength: float = 0
     Returns:
         The edited images, shape of ``x0``.
     """
-    check_tensor(x0, "x0")
-    if not isinstance(sched, NoiseSchedule):
-        raise TypeError(f"sched must be a NoiseSchedule, got {type(sched).__name__}")
-    t0 = sdedit_start(strength, sched.T)
-    steps = check_int(steps, "steps", low=1, high=t0 + 1)
-    eta = check_real(eta, "eta", low=0.0)
-    if noise is not None:
-        check_same_shape(x0, noise, "x0", "noise")
-    x_t0 = q_sample(x0, t0, sched, noise=noise, generator=generator)
-    _, y, guidance_scale = _start(model, x0.shape, sched, x_t0, None, None, None, y, guidance_scale, None)
-    plan = _ddim_plan(sched, ddim_timesteps(t0 + 1, steps, "trailing"), eta)   # trailing over [0, t0]: from t0
-    return _ddim_loop(model, x_t0, plan, y, guidance_scale, generator=generator)
+    model, t0, y, guidance_scale, eta = _check_sdedit(model, x0, sched, strength, steps, eta, y, guidance_scale,
+                                                      noise)
+    noise = noise_like(x0, generator) if noise is None else noise
+    t0_batch = torch.full((x0.shape[0],), t0, dtype=torch.long, device=x0.device)     # (B,)
+    x_t0 = add_noise(x0, t0_batch, sched, noise)                                       # DDPM eq. (4)
+    plan = ddim_plan(sched, ddim_timesteps(t0 + 1, steps, "trailing"), eta)   # trailing over [0, t0]: from t0
+    return ddim_loop(model, x_t0, plan, y, guidance_scale, generator=generator)
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha) -> torch.Tensor:
@@ -155,14 +147,7 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha) -> torch.Tensor:
     Returns:
         A tensor of z0's shape; exactly z0 at alpha = 0 and z1 at alpha = 1.
     """
-    check_tensor(z0, "z0")
-    check_same_shape(z0, z1, "z0", "z1")
-    alpha = torch.as_tensor(alpha, dtype=z0.dtype, device=z0.device)
-    if alpha.ndim > 1 or (alpha.ndim == 1 and alpha.shape[0] != z0.shape[0]):
-        raise ValueError(f"alpha must be a float or a tensor of shape ({z0.shape[0]},), got shape "
-                         f"{tuple(alpha.shape)}")
-    if not bool(((alpha >= 0) & (alpha <= 1)).all()):
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha.tolist()}")
+    alpha = _check_slerp(z0, z1, alpha)                                                       # () or (B,)
     a = alpha.reshape(-1, *[1] * (z0.ndim - 1)) if alpha.ndim else alpha                       # (B, 1, ...)
     flat0, flat1 = z0.flatten(1), z1.flatten(1)                                                # (B, D)
     cos = (flat0 * flat1).sum(1) / (flat0.norm(dim=1) * flat1.norm(dim=1)).clamp_min(1e-30)   # (B,)
@@ -175,3 +160,65 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha) -> torch.Tensor:
     out = w0 * z0 + w1 * z1
     out = torch.where(a == 0, z0, out)
     return torch.where(a == 1, z1, out)
+
+
+# ------------------------------------------------------------------------------------------ argument checks
+def _check_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    check_tensor(mask, "mask")
+    try:
+        mask = torch.broadcast_to(mask, x.shape)
+    except RuntimeError:
+        raise ValueError(f"mask must broadcast to the image shape {tuple(x.shape)}, got {tuple(mask.shape)}")
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("mask must contain only 0 (generate) and 1 (keep), got other values")
+    return mask.to(device=x.device, dtype=x.dtype)
+
+
+def _check_inpaint(model, x0, mask, sched, steps, resample, eta, spacing, y, guidance_scale) -> tuple:
+    """Returns the output-checked model, the mask broadcast to ``x0``, the labels, the scale and eta."""
+    check_tensor(x0, "x0")
+    mask = _check_mask(mask, x0)
+    check_int(resample, "resample", low=1)
+    eta = check_real(eta, "eta", low=0.0)
+    check_int(steps, "steps", low=1, high=sched.T if isinstance(sched, NoiseSchedule) else None)
+    model, y, guidance_scale, _ = check_sampling(model, x0.shape, sched, y=y, guidance_scale=guidance_scale,
+                                                 device=x0.device)
+    check_ddim_plan(ddim_plan(sched, ddim_timesteps(sched.T, steps, spacing), eta), eta)
+    return model, mask, y, guidance_scale, eta
+
+
+def _check_sdedit_start(strength, T: int) -> float:
+    strength = check_real(strength, "strength", low=0.0, high=1.0, low_open=True)
+    if round(strength * T) - 1 < 0:
+        raise ValueError(f"strength={strength} is below one step of T={T}; use strength >= {1 / T:.3g}")
+    return strength
+
+
+def _check_sdedit(model, x0, sched, strength, steps, eta, y, guidance_scale, noise) -> tuple:
+    """Returns the output-checked model, the start index t0, the labels, the scale and eta."""
+    check_tensor(x0, "x0")
+    if not isinstance(sched, NoiseSchedule):
+        raise TypeError(f"sched must be a NoiseSchedule, got {type(sched).__name__}")
+    t0 = sdedit_start(strength, sched.T)
+    check_int(steps, "steps", low=1, high=t0 + 1)
+    eta = check_real(eta, "eta", low=0.0)
+    if noise is not None:
+        check_same_shape(x0, noise, "x0", "noise")
+        check_tensor(noise, "noise")
+    model, y, guidance_scale, _ = check_sampling(model, x0.shape, sched, y=y, guidance_scale=guidance_scale,
+                                                 device=x0.device)
+    check_ddim_plan(ddim_plan(sched, ddim_timesteps(t0 + 1, steps, "trailing"), eta), eta)
+    return model, t0, y, guidance_scale, eta
+
+
+def _check_slerp(z0, z1, alpha) -> torch.Tensor:
+    """Returns ``alpha`` as a tensor in ``z0``'s dtype and device."""
+    check_tensor(z0, "z0")
+    check_same_shape(z0, z1, "z0", "z1")
+    alpha = torch.as_tensor(alpha, dtype=z0.dtype, device=z0.device)
+    if alpha.ndim > 1 or (alpha.ndim == 1 and alpha.shape[0] != z0.shape[0]):
+        raise ValueError(f"alpha must be a float or a tensor of shape ({z0.shape[0]},), got shape "
+                         f"{tuple(alpha.shape)}")
+    if not bool(((alpha >= 0) & (alpha <= 1)).all()):
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha.tolist()}")
+    return alpha

@@ -41,11 +41,17 @@ class EMA:
             model: the model being trained, the same architecture as the copy.
             step: optimizer steps taken so far.
         """
+        _check_update(self.model, model)
         weight = 1.0 - self.decay_at(step)
         ema_params = list(self.model.parameters())
         params = [p.detach() for p in model.parameters()]
-        if len(ema_params) != len(params):
-            raise ValueError(f"model has {len(params)} parameter tensors, the EMA copy {len(ema_params)}")
-        torch._foreach_lerp_(ema_params, params, weight)
+        torch._foreach_lerp_(ema_params, params, weight)      # ema += weight * (param - ema)
         for ema_buffer, buffer in zip(self.model.buffers(), model.buffers()):
             ema_buffer.copy_(buffer)
+
+
+# ------------------------------------------------------------------------------------------ argument checks
+def _check_update(ema_model: torch.nn.Module, model: torch.nn.Module) -> None:
+    n_ema, n = (sum(1 for _ in m.parameters()) for m in (ema_model, model))
+    if n_ema != n:
+        raise ValueError(f"model has {n} parameter tensors, the EMA copy {n_ema}")

@@ -12,16 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import check_same_shape, check_tensor, check_timesteps, randn
+from ._validate import check_same_shape, check_tensor, check_timesteps, noise_like
 from .schedules import NoiseSchedule, gather
-
-
-def _noise_for(x: torch.Tensor, noise, generator, name: str) -> torch.Tensor:
-    if noise is None:
-        return randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    check_tensor(noise, "noise")
-    check_same_shape(x, noise, name, "noise")
-    return noise
 
 
 def q_step(x_prev: torch.Tensor, t, sched: NoiseSchedule, noise: torch.Tensor | None = None,
@@ -38,11 +30,17 @@ def q_step(x_prev: torch.Tensor, t, sched: NoiseSchedule, noise: torch.Tensor | 
     Returns:
         x_t, the shape of ``x_prev``.
 
-    Introduced in chapter 1.
+    Introduced in chapter 1. The arguments are checked, then :func:`add_noise_step` takes the step.
     """
-    check_tensor(x_prev, "x_prev")
-    t = check_timesteps(t, sched.T, x_prev.shape[0], x_prev.device)
-    noise = _noise_for(x_prev, noise, generator, "x_prev")
+    t = _check_noising(x_prev, t, sched, noise, "x_prev")                   # (B,) int64
+    return add_noise_step(x_prev, t, sched, _given_or_drawn(noise, x_prev, generator))
+
+
+def add_noise_step(x_prev: torch.Tensor, t: torch.Tensor, sched: NoiseSchedule, noise: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps (DDPM eq. 2), for a (B,) index tensor ``t``.
+
+    ``x_prev`` and ``noise`` are (B, ...); see :func:`q_step`.
+    """
     beta = gather(sched.betas, t, x_prev)                     # (B, 1, ...)
     return (1.0 - beta).sqrt() * x_prev + beta.sqrt() * noise
 
@@ -61,15 +59,18 @@ def q_sample(x0: torch.Tensor, t, sched: NoiseSchedule, noise: torch.Tensor | No
     Returns:
         x_t, the shape of ``x0``.
 
-    Introduced in chapter 2. Same as diffusers' ``scheduler.add_noise(x0, noise, t)``.
+    Introduced in chapter 2. Same as diffusers' ``scheduler.add_noise(x0, noise, t)``. The arguments are
+    checked, then :func:`add_noise` computes eq. (4).
     """
-    check_tensor(x0, "x0")
-    t = check_timesteps(t, sched.T, x0.shape[0], x0.device)
-    return _q_sample(x0, t, sched, _noise_for(x0, noise, generator, "x0"))
+    t = _check_noising(x0, t, sched, noise, "x0")                            # (B,) int64
+    return add_noise(x0, t, sched, _given_or_drawn(noise, x0, generator))
 
 
-def _q_sample(x0: torch.Tensor, t: torch.Tensor, sched: NoiseSchedule, noise: torch.Tensor) -> torch.Tensor:
-    """DDPM eq. (4) without argument checks (no host syncs): for the training loop."""
+def add_noise(x0: torch.Tensor, t: torch.Tensor, sched: NoiseSchedule, noise: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (DDPM eq. 4), for a (B,) index tensor ``t``.
+
+    ``x0`` and ``noise`` are (B, ...). The training loss calls it directly; see :func:`q_sample`.
+    """
     alpha_bar = gather(sched.alpha_bars, t, x0)               # (B, 1, ...)
     return alpha_bar.sqrt() * x0 + (1.0 - alpha_bar).sqrt() * noise
 
@@ -93,11 +94,38 @@ def q_posterior(x0: torch.Tensor, x_t: torch.Tensor, t, sched: NoiseSchedule) ->
     Returns:
         mean (B, ...) and variance (B, 1, ..., 1), in ``x_t``'s dtype.
 
-    Introduced in chapter 2.
+    Introduced in chapter 2. The arguments are checked, then :func:`posterior_mean_variance` computes them.
     """
+    t = _check_posterior(x0, x_t, t, sched)                                  # (B,) int64
+    return posterior_mean_variance(x0, x_t, t, sched)
+
+
+def posterior_mean_variance(x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                            sched: NoiseSchedule) -> tuple[torch.Tensor, torch.Tensor]:
+    """q(x_{t-1} | x_t, x_0)'s mean (B, ...) and variance (B, 1, ..., 1) (DDPM eqs. 6-7), for a (B,) index
+    tensor ``t``; see :func:`q_posterior`."""
+    coef_x0 = gather(sched.posterior_mean_coef_x0, t, x_t)    # (B, 1, ...)
+    coef_xt = gather(sched.posterior_mean_coef_xt, t, x_t)    # (B, 1, ...)
+    return coef_x0 * x0 + coef_xt * x_t, gather(sched.posterior_variance, t, x_t)
+
+
+def _given_or_drawn(noise: torch.Tensor | None, like: torch.Tensor, generator) -> torch.Tensor:
+    """``noise``, or standard normal noise of ``like``'s shape, dtype and device drawn from ``generator``."""
+    return noise if noise is not None else noise_like(like, generator)
+
+
+# ------------------------------------------------------------------------------------------ argument checks
+def _check_noising(x: torch.Tensor, t, sched: NoiseSchedule, noise, name: str) -> torch.Tensor:
+    check_tensor(x, name)
+    t = check_timesteps(t, sched.T, x.shape[0], x.device)
+    if noise is not None:
+        check_tensor(noise, "noise")
+        check_same_shape(x, noise, name, "noise")
+    return t
+
+
+def _check_posterior(x0: torch.Tensor, x_t: torch.Tensor, t, sched: NoiseSchedule) -> torch.Tensor:
     check_tensor(x0, "x0")
     check_tensor(x_t, "x_t")
     check_same_shape(x0, x_t, "x0", "x_t")
-    t = check_timesteps(t, sched.T, x_t.shape[0], x_t.device)
-    mean = gather(sched.posterior_mean_coef_x0, t, x_t) * x0 + gather(sched.posterior_mean_coef_xt, t, x_t) * x_t
-    return mean, gather(sched.posterior_variance, t, x_t)
+    return check_timesteps(t, sched.T, x_t.shape[0], x_t.device)

@@ -5,7 +5,8 @@ The guided noise prediction (Ho & Salimans 2022, eq. 6, with s = 1 + w)::
     eps = eps_uncond + s * (eps_cond - eps_uncond)
 
 ``s = 1`` is plain conditional sampling (one model call), ``s = 0`` is unconditional; the paper's guidance
-weight is ``w = s - 1`` (see :func:`minidiff.conventions.cfg_w_from_scale`).
+weight is ``w = s - 1`` (see :func:`minidiff.conventions.cfg_w_from_scale`). In the Python API ``s`` is
+called ``guidance_scale``.
 """
 from __future__ import annotations
 
@@ -23,24 +24,29 @@ def num_classes_of(model) -> int | None:
     return None
 
 
-def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
-    """eps_uncond + scale * (eps_cond - eps_uncond), exact at scale 0 and 1 (``torch.lerp``).
+def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """eps_uncond + guidance_scale * (eps_cond - eps_uncond), exact at scales 0 and 1 (``torch.lerp``).
+
+    The arguments are checked, then :func:`cfg_lerp` combines the predictions.
 
     Args:
         eps_uncond: (B, ...) the unconditional noise prediction.
         eps_cond: (B, ...) the conditional noise prediction.
-        scale: the guidance scale s (any real number; the CFG paper's w is s - 1).
+        guidance_scale: the guidance scale s (any real number; the CFG paper's w is s - 1).
 
     Introduced in chapter 7.
     """
-    scale = check_real(scale, "scale")
-    for name, eps in (("eps_uncond", eps_uncond), ("eps_cond", eps_cond)):
-        if not torch.is_tensor(eps) or not eps.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got {type(eps).__name__}")
-    if eps_uncond.shape != eps_cond.shape:
-        raise ValueError(f"eps_cond must have the shape of eps_uncond: got {tuple(eps_cond.shape)} vs "
-                         f"{tuple(eps_uncond.shape)}")
-    return torch.lerp(eps_uncond, eps_cond, scale)
+    guidance_scale = _check_cfg_combine(eps_uncond, eps_cond, guidance_scale)
+    return cfg_lerp(eps_uncond, eps_cond, guidance_scale)
+
+
+def cfg_lerp(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """The guided prediction eps_uncond + s (eps_cond - eps_uncond) (CFG eq. 6 with s = 1 + w).
+
+    ``torch.lerp`` computes the same line, but exactly at both ends: s = 0 returns ``eps_uncond`` and s = 1
+    returns ``eps_cond`` bit for bit. Both predictions are (B, ...); see :func:`cfg_combine`.
+    """
+    return torch.lerp(eps_uncond, eps_cond, guidance_scale)                  # (B, ...)
 
 
 def guided_eps(model, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,
@@ -48,28 +54,32 @@ def guided_eps(model, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None
     """The noise prediction a sampler uses at one step.
 
     One model call when ``y`` is None or ``guidance_scale == 1``. Otherwise the conditional and unconditional
-    predictions are combined by :func:`cfg_combine`: for a model with ``num_classes`` they come from one call
+    predictions are combined by :func:`cfg_lerp`: for a model with ``num_classes`` they come from one call
     on 2B rows (the B conditional rows, then the same rows with the "no label" index ``num_classes``), which
     is faster than two calls of B rows; a model without ``num_classes`` is called twice (with ``y``, then
-    with ``None``).
+    with ``None``). The samplers check their arguments, and the shape of every model output, before this runs.
     """
     if y is None or guidance_scale == 1.0:
-        return _checked(model(x_t, t, y), x_t)
+        return model(x_t, t, y)
     num_classes = num_classes_of(model)
     if num_classes is None:
-        eps_cond = _checked(model(x_t, t, y), x_t)
-        eps_uncond = _checked(model(x_t, t, None), x_t)
+        eps_cond = model(x_t, t, y)
+        eps_uncond = model(x_t, t, None)
     else:
         x2 = torch.cat([x_t, x_t])                                            # (2B, ...)
         t2 = torch.cat([t, t]) if torch.is_tensor(t) and t.ndim == 1 else t    # (2B,), or one shared step
         y2 = torch.cat([y, torch.full_like(y, num_classes)])                   # (2B,): labels, then "no label"
-        eps_cond, eps_uncond = _checked(model(x2, t2, y2), x2).chunk(2)       # (B, ...) each
-    return cfg_combine(eps_uncond, eps_cond, guidance_scale)
+        eps_cond, eps_uncond = model(x2, t2, y2).chunk(2)                     # (B, ...) each
+    return cfg_lerp(eps_uncond, eps_cond, guidance_scale)
 
 
-def _checked(eps: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
-    """A model's noise prediction must have the shape of x_t (a silent broadcast would corrupt sampling)."""
-    if not torch.is_tensor(eps) or eps.shape != x_t.shape:
-        got = tuple(eps.shape) if torch.is_tensor(eps) else type(eps).__name__
-        raise ValueError(f"the model output (eps) must have the shape of x_t {tuple(x_t.shape)}, got {got}")
-    return eps
+# ------------------------------------------------------------------------------------------ argument checks
+def _check_cfg_combine(eps_uncond, eps_cond, guidance_scale) -> float:
+    guidance_scale = check_real(guidance_scale, "guidance_scale")
+    for name, eps in (("eps_uncond", eps_uncond), ("eps_cond", eps_cond)):
+        if not torch.is_tensor(eps) or not eps.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {type(eps).__name__}")
+    if eps_uncond.shape != eps_cond.shape:
+        raise ValueError(f"eps_cond must have the shape of eps_uncond: got {tuple(eps_cond.shape)} vs "
+                         f"{tuple(eps_uncond.shape)}")
+    return guidance_scale

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import check_choice, check_labels, check_real, check_same_shape, check_timesteps, randn
-from .forward import _q_sample
+from ._validate import (ShapeCheckedModel, check_choice, check_labels, check_real, check_same_shape, check_timesteps,
+                        noise_like, rand, randint)
+from .forward import add_noise
 from .guidance import num_classes_of
 from .schedules import NoiseSchedule
 
@@ -35,36 +36,48 @@ def eps_loss(model, x0: torch.Tensor, sched: NoiseSchedule, y: torch.Tensor | No
 
     Introduced in chapter 3.
     """
+    model, t, y, p_uncond = _check_eps_loss(model, x0, sched, y, p_uncond, t, noise, reduction)
+    if t is None:                                                            # t ~ Uniform{0, ..., T-1}
+        t = randint(sched.T, x0.shape[0], generator=generator, device=x0.device)
+    if noise is None:                                                        # eps ~ N(0, I)
+        noise = noise_like(x0, generator)
+    if p_uncond > 0:                                   # drop each label with probability p_uncond (CFG training)
+        drop = rand(x0.shape[0], generator=generator, device=x0.device) < p_uncond       # (B,)
+        y = torch.where(drop, torch.full_like(y, model.num_classes), y)
+    return simple_loss(model, x0, sched, t, noise, y, reduction=reduction)
+
+
+def simple_loss(model, x0: torch.Tensor, sched: NoiseSchedule, t: torch.Tensor, noise: torch.Tensor,
+                y: torch.Tensor | None = None, *, reduction: str = "mean") -> torch.Tensor:
+    """L_simple = ||eps - eps_theta(x_t, t)||^2 at given t (B,) and eps (B, ...) (DDPM eq. 14).
+
+    The mean over each sample's dimensions, then over the batch (``reduction="mean"``) or not (``"none"``).
+    :func:`eps_loss` checks the arguments and draws t and eps.
+    """
+    x_t = add_noise(x0, t, sched, noise)                                     # DDPM eq. (4)
+    eps_hat = model(x_t, t, y)                                               # (B, ...)
+    err = eps_hat - noise                                                    # (B, ...)
+    if err.dtype != torch.float64:
+        err = err.float()                    # half precision -> float32 for the loss; float64 stays float64
+    per_sample = err.pow(2).reshape(x0.shape[0], -1).mean(dim=1)             # (B,)
+    return per_sample.mean() if reduction == "mean" else per_sample
+
+
+# ------------------------------------------------------------------------------------------ argument checks
+def _check_eps_loss(model, x0, sched, y, p_uncond, t, noise, reduction) -> tuple:
+    """Returns the model with its output shape checked, ``t`` as a (B,) tensor (or None), the labels on
+    ``x0``'s device and ``p_uncond`` as a float."""
     check_choice(reduction, "reduction", ("mean", "none"))
     p_uncond = check_real(p_uncond, "p_uncond", low=0.0, high=1.0)
     if not torch.is_tensor(x0) or not x0.is_floating_point() or x0.ndim < 1:
         raise TypeError(f"x0 must be a floating-point tensor with a batch dimension, got {x0!r:.80}")
     B, device = x0.shape[0], x0.device
-    gen_device = generator.device if generator is not None else device
-    if t is None:
-        t = torch.randint(0, sched.T, (B,), generator=generator, device=gen_device).to(device)
-    else:
+    if t is not None:
         t = check_timesteps(t, sched.T, B, device)
-    if noise is None:
-        noise = randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
-    else:
+    if noise is not None:
         check_same_shape(x0, noise, "x0", "noise")
     num_classes = num_classes_of(model)
-    if p_uncond > 0:
-        if y is None or num_classes is None:
-            raise ValueError(f"p_uncond={p_uncond} needs labels y and a conditional model with num_classes")
-    y = check_labels(y, B, num_classes, device) if y is not None else None
-    if p_uncond > 0:
-        drop = torch.rand(B, generator=generator, device=gen_device).to(device) < p_uncond
-        y = torch.where(drop, torch.full_like(y, num_classes), y)
-
-    x_t = _q_sample(x0, t, sched, noise)                                     # DDPM eq. (4)
-    eps_hat = model(x_t, t, y)
-    if not torch.is_tensor(eps_hat) or eps_hat.shape != noise.shape:
-        got = tuple(eps_hat.shape) if torch.is_tensor(eps_hat) else type(eps_hat).__name__
-        raise ValueError(f"the model output (eps_hat) must have the shape of x0 {tuple(x0.shape)}, got {got}")
-    err = eps_hat - noise                                                    # (B, ...)
-    if err.dtype != torch.float64:
-        err = err.float()                    # half precision -> float32 for the loss; float64 stays float64
-    per_sample = err.pow(2).reshape(B, -1).mean(dim=1)                       # (B,)
-    return per_sample.mean() if reduction == "mean" else per_sample
+    if p_uncond > 0 and (y is None or num_classes is None):
+        raise ValueError(f"p_uncond={p_uncond} needs labels y and a conditional model with num_classes")
+    y = check_labels(y, B, num_classes, device)
+    return ShapeCheckedModel(model, num_classes, output="eps_hat", like="x0"), t, y, p_uncond

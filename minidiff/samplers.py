@@ -4,6 +4,11 @@ Every sampler is a plain function under ``torch.no_grad()`` that returns x_0 of 
 0-based indices (paper t = index + 1); "index -1" stands for the clean data, where alpha_bar = 1.
 ``callback(i, t, x_t, x0_hat)`` is called once per step with the step number ``i``, the timestep ``t``, the
 state ``x_t`` the step starts from and the model's clean-data estimate ``x0_hat`` from it.
+
+Each public function checks its arguments in one call and then runs the math, which the book prints:
+:func:`ddpm_step` runs :func:`ddpm_update`, :func:`ddpm_sample` runs :func:`ddpm_loop`, :func:`ddim_step`
+runs :func:`ddim_update`, and :func:`ddim_sample` runs :func:`ddim_loop` over a :func:`ddim_plan`. The math
+functions take their arguments as valid.
 """
 from __future__ import annotations
 
@@ -12,8 +17,8 @@ from typing import Callable
 
 import torch
 
-from ._validate import check_choice, check_int, check_labels, check_real, check_same_shape, check_tensor, randn
-from .conventions import ddim_sigma
+from ._validate import (check_choice, check_clip, check_ddim_plan, check_int, check_real, check_same_shape,
+                        check_sampling, check_tensor, noise_like, randn)
 from .conversions import eps_from_x0, x0_from_eps
 from .guidance import guided_eps, num_classes_of
 from .schedules import NoiseSchedule
@@ -23,52 +28,16 @@ SPACINGS = ("trailing", "leading", "linspace")
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
 
-# ------------------------------------------------------------------------------------------ shared setup
-def _model_device(model) -> torch.device:
-    params = getattr(model, "parameters", None)
-    if callable(params):
-        for p in params():
-            return p.device
-    return torch.device("cpu")
-
-
-def _start(model, shape, sched, x_T, generator, device, dtype, y, guidance_scale, clip_x0):
-    """Validate the common sampler arguments; return (x_T, y, guidance_scale)."""
-    if not isinstance(sched, NoiseSchedule):
-        raise TypeError(f"sched must be a NoiseSchedule, got {type(sched).__name__}")
-    shape = tuple(shape)
-    if len(shape) < 1 or any(not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"shape must be a tuple of positive ints (B, ...), got {shape}")
-    guidance_scale = check_real(guidance_scale, "guidance_scale")
-    _check_clip(clip_x0)
-    if y is None and guidance_scale != 1.0:
-        raise ValueError(f"guidance_scale={guidance_scale} needs class labels y (guidance compares the "
-                         "conditional and unconditional predictions); pass y or use guidance_scale=1")
-    if x_T is not None:
-        check_tensor(x_T, "x_T")
-        if tuple(x_T.shape) != shape:
-            raise ValueError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}")
-        x = x_T.to(device) if device is not None else x_T
-        x = x.to(dtype) if dtype is not None else x
-    else:
-        device = torch.device(device) if device is not None else _model_device(model)
-        x = randn(shape, generator=generator, device=device, dtype=dtype or torch.float32)
-    y = check_labels(y, shape[0], num_classes_of(model), x.device)
-    return x, y, guidance_scale
-
-
-def _clip(x0_hat: torch.Tensor, clip_x0: float | None) -> torch.Tensor:
-    return x0_hat if clip_x0 is None else x0_hat.clamp(-clip_x0, clip_x0)
-
-
-def _check_clip(clip_x0: float | None) -> None:
-    if clip_x0 is not None:
-        check_real(clip_x0, "clip_x0", low=0, low_open=True)
-
-
 def _alpha_bar(sched: NoiseSchedule, t: int) -> float:
     """alpha_bar at index t as a Python float; index -1 is the clean data (alpha_bar = 1)."""
     return 1.0 if t < 0 else float(sched.alpha_bars[t])
+
+
+def _start_noise(shape, x_T, generator, device, dtype) -> torch.Tensor:
+    """x_T as given (on ``device``, in ``dtype`` if given), or x_T ~ N(0, I) drawn from ``generator``."""
+    if x_T is not None:
+        return x_T.to(device=device, dtype=dtype or x_T.dtype)
+    return randn(shape, generator=generator, device=device, dtype=dtype or torch.float32)
 
 
 # ------------------------------------------------------------------------------------------ DDPM
@@ -84,6 +53,7 @@ def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, sched: NoiseSchedule
         x_{t-1} = mean + sigma_t z,   sigma_t^2 = beta_tilde_t or beta_t
 
     Without clipping the mean equals eq. (11): (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t).
+    The arguments are checked, then :func:`ddpm_update` takes the step.
 
     Args:
         x_t: (B, ...) the current state.
@@ -101,19 +71,25 @@ def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, sched: NoiseSchedule
     Returns:
         ``(x_prev, x0_hat)``: the new state and the clean-data estimate, both (B, ...).
     """
-    t = check_int(t, "t", low=0, high=sched.T - 1)
-    t_prev = t - 1 if t_prev is None else check_int(t_prev, "t_prev", low=-1, high=t - 1)
-    variance = check_choice(variance, "variance", VARIANCES)
-    _check_clip(clip_x0)
-    check_same_shape(x_t, eps, "x_t", "eps")
-    coef_x0, coef_xt, var = _posterior(sched, t, t_prev, variance)
-    x0_hat = _clip(x0_from_eps(x_t, eps, _alpha_bar(sched, t)), clip_x0)
-    mean = coef_x0 * x0_hat + coef_xt * x_t
+    t, t_prev = _check_ddpm_step(x_t, eps, t, sched, variance, clip_x0, noise, t_prev)
+    return ddpm_update(x_t, eps, t, t_prev, sched, variance=variance, clip_x0=clip_x0, noise=noise)
+
+
+def ddpm_update(x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, sched: NoiseSchedule, *,
+                variance: str = "beta_tilde", clip_x0: float | None = None,
+                noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """DDPM's step x_t -> x_{t_prev} through the posterior mean (Algorithm 2, line 4), for valid arguments.
+
+    ``x_t``, ``eps`` and ``noise`` (the fresh z, unused when t_prev = -1) are (B, ...); the other arguments are
+    :func:`ddpm_step`'s. Returns ``(x_prev, x0_hat)``, both (B, ...).
+    """
+    coef_x0, coef_xt, var = _posterior(sched, t, t_prev, variance)              # eq. (7)'s coefficients
+    x0_hat = x0_from_eps(x_t, eps, _alpha_bar(sched, t))                        # DDPM eq. (15)
+    if clip_x0 is not None:
+        x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
+    mean = coef_x0 * x0_hat + coef_xt * x_t                                     # DDPM eq. (7)
     if t_prev < 0:
-        return mean, x0_hat
-    if noise is None:
-        raise ValueError(f"noise is required for the DDPM step at t={t} > 0")
-    check_same_shape(x_t, noise, "x_t", "noise")
+        return mean, x0_hat                                                     # z = 0 at the last step
     return mean + var**0.5 * noise, x0_hat
 
 
@@ -160,19 +136,31 @@ def ddpm_sample(model, shape, sched: NoiseSchedule, *, y: torch.Tensor | None = 
         spacing: how ``steps`` timesteps are picked (see :func:`ddim_timesteps`).
 
     Returns:
-        x_0, the samples, of ``shape``.
-
-    Introduced in chapter 5.
+        x_0, the samples, of ``shape``. Introduced in chapter 5.
     """
-    variance = check_choice(variance, "variance", VARIANCES)
-    x, y, guidance_scale = _start(model, shape, sched, x_T, generator, device, dtype, y, guidance_scale, clip_x0)
+    model, y, guidance_scale, device = _check_ddpm_sample(model, shape, sched, variance, steps, spacing, y,
+                                                          guidance_scale, clip_x0, x_T, device)
+    x = _start_noise(shape, x_T, generator, device, dtype)
     ts = ddim_timesteps(sched.T, sched.T if steps is None else steps, spacing)     # all T: T-1, ..., 0
+    return ddpm_loop(model, x, ts, sched, y, guidance_scale, variance=variance, clip_x0=clip_x0,
+                     generator=generator, callback=callback)
+
+
+@torch.no_grad()
+def ddpm_loop(model, x: torch.Tensor, ts: list[int], sched: NoiseSchedule, y: torch.Tensor | None = None,
+              guidance_scale: float = 1.0, *, variance: str = "beta_tilde", clip_x0: float | None = None,
+              generator: torch.Generator | None = None, callback: Callback | None = None) -> torch.Tensor:
+    """DDPM's reverse chain (Algorithm 2) from x = x_T over the decreasing timesteps ``ts``, then the data.
+
+    Per step: one (guided) model call, :func:`ddpm_update`, and fresh noise except before the last step.
+    The arguments are those of :func:`ddpm_sample`, which checks them; returns x_0.
+    """
     B = x.shape[0]
     for i, (t, t_prev) in enumerate(zip(ts, ts[1:] + [-1])):
         t_batch = torch.full((B,), t, dtype=torch.long, device=x.device)          # (B,)
         eps = guided_eps(model, x, t_batch, y, guidance_scale)
-        noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if t_prev >= 0 else None
-        x_prev, x0_hat = ddpm_step(x, eps, t, sched, variance=variance, clip_x0=clip_x0, noise=noise, t_prev=t_prev)
+        noise = noise_like(x, generator) if t_prev >= 0 else None
+        x_prev, x0_hat = ddpm_update(x, eps, t, t_prev, sched, variance=variance, clip_x0=clip_x0, noise=noise)
         if callback is not None:
             callback(i, t, x, x0_hat)
         x = x_prev
@@ -194,9 +182,7 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "trailing") -> list[int]:
     the previous timestep from this sequence; diffusers instead subtracts ``T // steps``, which is wrong for
     ``"linspace"`` (diffusers issues #12633, #11347).
     """
-    T = check_int(T, "T", low=1)
-    steps = check_int(steps, "steps", low=1, high=T)
-    check_choice(spacing, "spacing", SPACINGS)
+    T, steps = _check_ddim_timesteps(T, steps, spacing)
     if spacing == "trailing":
         return [round(Fraction(T * (steps - k), steps)) - 1 for k in range(steps)]
     if spacing == "leading":
@@ -204,15 +190,25 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "trailing") -> list[int]:
     return [round(Fraction(k * (T - 1), max(steps - 1, 1))) for k in reversed(range(steps))]
 
 
-def _ddim_update(x_t, eps, alpha_bar, alpha_bar_prev, *, sigma=0.0, clip_x0=None, noise=None):
+def ddim_sigma(alpha_bar: float, alpha_bar_prev: float, eta: float) -> float:
+    """DDIM eq. (16): the standard deviation of the noise added when stepping alpha_bar -> alpha_bar_prev.
+
+    With ``eta = 1`` and consecutive steps, ``sigma**2`` equals DDPM's posterior variance beta_tilde.
+    """
+    return eta * ((1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * (1.0 - alpha_bar / alpha_bar_prev)) ** 0.5
+
+
+def ddim_update(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: float, alpha_bar_prev: float, *,
+                sigma: float = 0.0, clip_x0: float | None = None,
+                noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """DDIM eq. (12): x_prev = sqrt(a_prev) x0_hat + sqrt(1 - a_prev - sigma^2) eps + sigma z.
 
-    Runs in either direction (``alpha_bar_prev`` < ``alpha_bar`` encodes: DDIM inversion). Returns
-    (x_prev, x0_hat).
+    Runs in either direction (``alpha_bar_prev`` < ``alpha_bar`` encodes: DDIM inversion). ``x_t``, ``eps``
+    and ``noise`` (the z, used when sigma > 0) are (B, ...). Returns (x_prev, x0_hat).
     """
-    x0_hat = x0_from_eps(x_t, eps, alpha_bar)
+    x0_hat = x0_from_eps(x_t, eps, alpha_bar)                                   # the predicted x_0
     if clip_x0 is not None:
-        x0_hat = _clip(x0_hat, clip_x0)
+        x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
         eps = eps_from_x0(x_t, x0_hat, alpha_bar)       # the noise consistent with the clipped x0_hat
     x_prev = alpha_bar_prev**0.5 * x0_hat + (1.0 - alpha_bar_prev - sigma**2) ** 0.5 * eps
     if sigma > 0:
@@ -224,6 +220,8 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, sched: 
               eta: float = 0.0, clip_x0: float | None = None,
               noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One DDIM step from index ``t`` to ``t_prev < t`` (``t_prev = -1`` is the data), DDIM eq. (12).
+
+    The arguments are checked, then :func:`ddim_update` takes the step with sigma from :func:`ddim_sigma`.
 
     Args:
         x_t: (B, ...) the current state.
@@ -238,27 +236,9 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, sched: 
     Returns:
         ``(x_prev, x0_hat)``: the new state and the clean-data estimate, both (B, ...).
     """
-    t = check_int(t, "t", low=0, high=sched.T - 1)
-    t_prev = check_int(t_prev, "t_prev", low=-1, high=t - 1)
-    eta = check_real(eta, "eta", low=0.0)
-    _check_clip(clip_x0)
-    check_same_shape(x_t, eps, "x_t", "eps")
-    a, a_prev, sigma = _ddim_coefficients(sched, t, t_prev, eta)
-    if sigma > 0:
-        if noise is None:
-            raise ValueError(f"noise is required for the DDIM step {t} -> {t_prev} with eta={eta}")
-        check_same_shape(x_t, noise, "x_t", "noise")
-    return _ddim_update(x_t, eps, a, a_prev, sigma=sigma, clip_x0=clip_x0, noise=noise)
-
-
-def _ddim_coefficients(sched: NoiseSchedule, t: int, t_prev: int, eta: float) -> tuple[float, float, float]:
-    """(alpha_bar_t, alpha_bar_prev, sigma) for one DDIM step; a clear error if eta is too large for it."""
+    t, t_prev, eta = _check_ddim_step(x_t, eps, t, t_prev, sched, eta, clip_x0, noise)
     a, a_prev = _alpha_bar(sched, t), _alpha_bar(sched, t_prev)
-    sigma = ddim_sigma(a, a_prev, eta)
-    if sigma**2 > 1.0 - a_prev:
-        raise ValueError(f"eta={eta} is too large for the DDIM step {t} -> {t_prev}: sigma^2 = {sigma**2:.4g} "
-                         f"would exceed 1 - alpha_bar_prev = {1.0 - a_prev:.4g}")
-    return a, a_prev, sigma
+    return ddim_update(x_t, eps, a, a_prev, sigma=ddim_sigma(a, a_prev, eta), clip_x0=clip_x0, noise=noise)
 
 
 @torch.no_grad()
@@ -292,27 +272,36 @@ def ddim_sample(model, shape, sched: NoiseSchedule, *, steps: int = 50, eta: flo
 
     Introduced in chapter 6.
     """
-    eta = check_real(eta, "eta", low=0.0)
-    check_int(steps, "steps", low=1, high=sched.T if isinstance(sched, NoiseSchedule) else None)
-    x, y, guidance_scale = _start(model, shape, sched, x_T, generator, device, dtype, y, guidance_scale, clip_x0)
-    plan = _ddim_plan(sched, ddim_timesteps(sched.T, steps, spacing), eta)
-    return _ddim_loop(model, x, plan, y, guidance_scale, clip_x0=clip_x0, generator=generator, callback=callback)
+    model, y, guidance_scale, eta, device = _check_ddim_sample(model, shape, sched, steps, eta, spacing, y,
+                                                               guidance_scale, clip_x0, x_T, device)
+    x = _start_noise(shape, x_T, generator, device, dtype)
+    plan = ddim_plan(sched, ddim_timesteps(sched.T, steps, spacing), eta)
+    return ddim_loop(model, x, plan, y, guidance_scale, clip_x0=clip_x0, generator=generator, callback=callback)
 
 
-def _ddim_plan(sched: NoiseSchedule, ts: list[int], eta: float) -> list[tuple]:
-    """(t, t_prev, alpha_bar, alpha_bar_prev, sigma) for every step along the decreasing timesteps ``ts`` (then
-    the data). Every step is checked before sampling: fail fast, not after minutes of work."""
-    return [(t, t_prev, *_ddim_coefficients(sched, t, t_prev, eta)) for t, t_prev in zip(ts, ts[1:] + [-1])]
+def ddim_plan(sched: NoiseSchedule, ts: list[int], eta: float) -> list[tuple[int, int, float, float, float]]:
+    """``(t, t_prev, alpha_bar, alpha_bar_prev, sigma)`` for each DDIM step along the decreasing timesteps
+    ``ts``, the last one going to the data (t_prev = -1, alpha_bar_prev = 1); sigma by DDIM eq. (16)."""
+    plan = []
+    for t, t_prev in zip(ts, ts[1:] + [-1]):
+        a, a_prev = _alpha_bar(sched, t), _alpha_bar(sched, t_prev)
+        plan.append((t, t_prev, a, a_prev, ddim_sigma(a, a_prev, eta)))
+    return plan
 
 
-def _ddim_loop(model, x, plan, y, guidance_scale, *, clip_x0=None, generator=None, callback=None):
-    """Run the DDIM steps of ``plan`` from ``x``: one (guided) model call and eq. (12) per step."""
+@torch.no_grad()
+def ddim_loop(model, x: torch.Tensor, plan: list[tuple], y: torch.Tensor | None = None,
+              guidance_scale: float = 1.0, *, clip_x0: float | None = None,
+              generator: torch.Generator | None = None, callback: Callback | None = None) -> torch.Tensor:
+    """Run the DDIM steps of ``plan`` (:func:`ddim_plan`) from x = x_T: per step one (guided) model call and
+    eq. (12), with fresh noise where sigma > 0. The arguments are those of :func:`ddim_sample`, which checks
+    them; returns x_0."""
     B = x.shape[0]
     for i, (t, t_prev, a, a_prev, sigma) in enumerate(plan):
         t_batch = torch.full((B,), t, dtype=torch.long, device=x.device)          # (B,)
         eps = guided_eps(model, x, t_batch, y, guidance_scale)
-        noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if sigma > 0 else None
-        x_prev, x0_hat = _ddim_update(x, eps, a, a_prev, sigma=sigma, clip_x0=clip_x0, noise=noise)
+        noise = noise_like(x, generator) if sigma > 0 else None
+        x_prev, x0_hat = ddim_update(x, eps, a, a_prev, sigma=sigma, clip_x0=clip_x0, noise=noise)
         if callback is not None:
             callback(i, t, x, x0_hat)
         x = x_prev
@@ -343,16 +332,79 @@ def ddim_invert(model, x0: torch.Tensor, sched: NoiseSchedule, *, steps: int = 5
 
     Introduced in chapter 6.
     """
-    check_tensor(x0, "x0")
-    check_int(steps, "steps", low=1, high=sched.T)
-    _, y, guidance_scale = _start(model, x0.shape, sched, x0, None, None, None, y, guidance_scale, None)
+    model, y, guidance_scale = _check_ddim_invert(model, x0, sched, steps, spacing, y, guidance_scale)
     ts = ddim_timesteps(sched.T, steps, spacing)[::-1]                      # increasing
     x, B = x0, x0.shape[0]
     for t, t_next in zip([-1] + ts[:-1], ts):
         t_batch = torch.full((B,), t_next, dtype=torch.long, device=x.device)     # (B,)
         eps = guided_eps(model, x, t_batch, y, guidance_scale)
-        x, _ = _ddim_update(x, eps, _alpha_bar(sched, t), _alpha_bar(sched, t_next))
+        x, _ = ddim_update(x, eps, _alpha_bar(sched, t), _alpha_bar(sched, t_next))
     return x
+
+
+# ------------------------------------------------------------------------------------------ argument checks
+def _check_ddpm_step(x_t, eps, t, sched, variance, clip_x0, noise, t_prev) -> tuple[int, int]:
+    t = check_int(t, "t", low=0, high=sched.T - 1)
+    t_prev = t - 1 if t_prev is None else check_int(t_prev, "t_prev", low=-1, high=t - 1)
+    check_choice(variance, "variance", VARIANCES)
+    check_clip(clip_x0)
+    check_same_shape(x_t, eps, "x_t", "eps")
+    if t_prev >= 0:
+        if noise is None:
+            raise ValueError(f"noise is required for the DDPM step at t={t} > 0")
+        check_same_shape(x_t, noise, "x_t", "noise")
+    return t, t_prev
+
+
+def _check_ddpm_sample(model, shape, sched, variance, steps, spacing, y, guidance_scale, clip_x0, x_T,
+                       device) -> tuple:
+    check_choice(variance, "variance", VARIANCES)
+    checked = check_sampling(model, shape, sched, y=y, guidance_scale=guidance_scale, clip_x0=clip_x0, x_T=x_T,
+                             device=device)
+    _check_ddim_timesteps(sched.T, sched.T if steps is None else steps, spacing)
+    return checked
+
+
+def _check_ddim_timesteps(T, steps, spacing) -> tuple[int, int]:
+    T = check_int(T, "T", low=1)
+    steps = check_int(steps, "steps", low=1, high=T)
+    check_choice(spacing, "spacing", SPACINGS)
+    return T, steps
+
+
+def _check_ddim_step(x_t, eps, t, t_prev, sched, eta, clip_x0, noise) -> tuple[int, int, float]:
+    t = check_int(t, "t", low=0, high=sched.T - 1)
+    t_prev = check_int(t_prev, "t_prev", low=-1, high=t - 1)
+    eta = check_real(eta, "eta", low=0.0)
+    check_clip(clip_x0)
+    check_same_shape(x_t, eps, "x_t", "eps")
+    a, a_prev = _alpha_bar(sched, t), _alpha_bar(sched, t_prev)
+    sigma = ddim_sigma(a, a_prev, eta)
+    check_ddim_plan([(t, t_prev, a, a_prev, sigma)], eta)
+    if sigma > 0:
+        if noise is None:
+            raise ValueError(f"noise is required for the DDIM step {t} -> {t_prev} with eta={eta}")
+        check_same_shape(x_t, noise, "x_t", "noise")
+    return t, t_prev, eta
+
+
+def _check_ddim_sample(model, shape, sched, steps, eta, spacing, y, guidance_scale, clip_x0, x_T,
+                       device) -> tuple:
+    eta = check_real(eta, "eta", low=0.0)
+    check_int(steps, "steps", low=1, high=sched.T if isinstance(sched, NoiseSchedule) else None)
+    model, y, guidance_scale, device = check_sampling(model, shape, sched, y=y, guidance_scale=guidance_scale,
+                                                      clip_x0=clip_x0, x_T=x_T, device=device)
+    check_ddim_plan(ddim_plan(sched, ddim_timesteps(sched.T, steps, spacing), eta), eta)
+    return model, y, guidance_scale, eta, device
+
+
+def _check_ddim_invert(model, x0, sched, steps, spacing, y, guidance_scale) -> tuple:
+    check_tensor(x0, "x0")
+    check_int(steps, "steps", low=1, high=sched.T)
+    model, y, guidance_scale, _ = check_sampling(model, x0.shape, sched, y=y, guidance_scale=guidance_scale,
+                                                 x_T=x0)
+    _check_ddim_timesteps(sched.T, steps, spacing)
+    return model, y, guidance_scale
 
 
 # ------------------------------------------------------------------------------------------ opt-in fast path

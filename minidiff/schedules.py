@@ -57,31 +57,11 @@ class NoiseSchedule:
     posterior_mean_coef_xt: torch.Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        betas = self.betas
-        if not isinstance(betas, torch.Tensor):
-            betas = torch.as_tensor(betas, dtype=torch.float64)
-        if betas.ndim != 1 or betas.numel() < 1:
-            raise ValueError(f"betas must be a 1-D tensor with T >= 1 entries, got shape {tuple(betas.shape)}")
-        betas = betas.detach().to(device="cpu", dtype=torch.float64).clone()
-        if not bool(torch.isfinite(betas).all()):
-            raise ValueError("betas must be finite, got NaN or inf")
-        inner = betas[:-1]
-        if bool((betas <= 0).any()) or bool((inner >= 1).any()) or float(betas[-1]) > 1:
-            raise ValueError(
-                "betas must lie in (0, 1) (only the last may equal 1, for zero terminal SNR); "
-                f"got values in [{float(betas.min())}, {float(betas.max())}]"
-            )
+        betas = _check_betas(self.betas)                                # (T,) float64 on the CPU, a copy
         alphas = 1.0 - betas
-        if bool((alphas == 1).any()):
-            # A beta below float64's resolution near 1 (~1.1e-16) gives alpha = 1 exactly, hence 1 - alpha_bar = 0
-            # and a 0/0 posterior variance (DDPM eq. 7).
-            raise ValueError(
-                "betas must be large enough that 1 - beta < 1 in float64 (beta > ~1.1e-16); "
-                f"got a smallest beta of {float(betas.min())}"
-            )
         alpha_bars = torch.cumprod(alphas, dim=0)                       # (T,)
         alpha_bars_prev = torch.cat([alpha_bars.new_ones(1), alpha_bars[:-1]])
-        one_minus = 1.0 - alpha_bars                                    # > 0 because alpha_1 < 1 (checked above)
+        one_minus = 1.0 - alpha_bars                                    # > 0 because alpha_1 < 1 (see _check_betas)
         set_ = object.__setattr__
         set_(self, "betas", betas)
         set_(self, "alphas", alphas)
@@ -103,9 +83,7 @@ class NoiseSchedule:
             beta_start: the first beta, in (0, 1).
             beta_end: the last beta, in (0, 1).
         """
-        T = check_int(T, "T", low=1)
-        beta_start = check_real(beta_start, "beta_start", low=0, high=1, low_open=True, high_open=True)
-        beta_end = check_real(beta_end, "beta_end", low=0, high=1, low_open=True, high_open=True)
+        T, beta_start, beta_end = _check_beta_range(T, beta_start, beta_end)
         return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64), name="linear")
 
     @classmethod
@@ -121,9 +99,7 @@ class NoiseSchedule:
             s: the small offset that keeps the first betas from being too small.
             max_beta: the cap on every beta, in (0, 1).
         """
-        T = check_int(T, "T", low=1)
-        s = check_real(s, "s", low=0)
-        max_beta = check_real(max_beta, "max_beta", low=0, high=1, low_open=True, high_open=True)
+        T, s, max_beta = _check_cosine(T, s, max_beta)
         steps = torch.arange(T + 1, dtype=torch.float64) / T                 # (T+1,) t/T
         f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
         betas = 1.0 - f[1:] / f[:-1]                                        # (T,)
@@ -140,10 +116,7 @@ class NoiseSchedule:
             beta_end: the last beta, in (0, 1).
             width: the sigmoid is evaluated on [-width, width].
         """
-        T = check_int(T, "T", low=1)
-        beta_start = check_real(beta_start, "beta_start", low=0, high=1, low_open=True, high_open=True)
-        beta_end = check_real(beta_end, "beta_end", low=0, high=1, low_open=True, high_open=True)
-        width = check_real(width, "width", low=0, low_open=True)
+        T, beta_start, beta_end, width = _check_sigmoid(T, beta_start, beta_end, width)
         ramp = torch.sigmoid(torch.linspace(-width, width, T, dtype=torch.float64))
         return cls(ramp * (beta_end - beta_start) + beta_start, name="sigmoid")
 
@@ -156,9 +129,7 @@ class NoiseSchedule:
             T: number of diffusion steps.
             kwargs: the other arguments of that constructor.
         """
-        if name not in SCHEDULE_NAMES:
-            raise ValueError(f"name must be one of {', '.join(map(repr, SCHEDULE_NAMES))} (the schedule); "
-                             f"got {name!r}")
+        _check_schedule_name(name)
         return getattr(cls, name)(T=T, **kwargs)
 
     def rescale_zero_terminal_snr(self) -> "NoiseSchedule":
@@ -167,10 +138,9 @@ class NoiseSchedule:
         sqrt(alpha_bar_1) is kept; the last beta becomes 1. Use it with ``spacing="trailing"``. At alpha_bar
         = 0 an eps prediction says nothing about x_0; see :func:`minidiff.x0_from_eps` for the guard.
         """
+        _check_rescalable(self)
         sqrt_ab = self.alpha_bars.sqrt()
         first, last = sqrt_ab[0], sqrt_ab[-1]
-        if self.T < 2 or float(first - last) <= 0:
-            raise ValueError(f"rescale_zero_terminal_snr needs T >= 2 and a decreasing alpha_bar, got T={self.T}")
         sqrt_ab = (sqrt_ab - last) * first / (first - last)
         alpha_bars = sqrt_ab**2
         alphas = torch.cat([alpha_bars[:1], alpha_bars[1:] / alpha_bars[:-1]])
@@ -194,6 +164,60 @@ class NoiseSchedule:
     def from_config(cls, cfg: dict) -> "NoiseSchedule":
         """Rebuild the schedule that :meth:`config` described, with the exact betas."""
         return cls(torch.tensor(cfg["betas"], dtype=torch.float64), name=cfg.get("name", "custom"))
+
+
+# ------------------------------------------------------------------------------------------ argument checks
+def _check_betas(betas) -> torch.Tensor:
+    """Returns a float64 CPU copy of ``betas``: 1-D, finite, in (0, 1) (only the last may be 1), and large
+    enough that alpha = 1 - beta < 1 in float64."""
+    if not isinstance(betas, torch.Tensor):
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+    if betas.ndim != 1 or betas.numel() < 1:
+        raise ValueError(f"betas must be a 1-D tensor with T >= 1 entries, got shape {tuple(betas.shape)}")
+    betas = betas.detach().to(device="cpu", dtype=torch.float64).clone()
+    if not bool(torch.isfinite(betas).all()):
+        raise ValueError("betas must be finite, got NaN or inf")
+    inner = betas[:-1]
+    if bool((betas <= 0).any()) or bool((inner >= 1).any()) or float(betas[-1]) > 1:
+        raise ValueError(
+            "betas must lie in (0, 1) (only the last may equal 1, for zero terminal SNR); "
+            f"got values in [{float(betas.min())}, {float(betas.max())}]"
+        )
+    if bool(((1.0 - betas) == 1).any()):
+        # A beta below float64's resolution near 1 (~1.1e-16) gives alpha = 1 exactly, hence 1 - alpha_bar = 0
+        # and a 0/0 posterior variance (DDPM eq. 7).
+        raise ValueError(
+            "betas must be large enough that 1 - beta < 1 in float64 (beta > ~1.1e-16); "
+            f"got a smallest beta of {float(betas.min())}"
+        )
+    return betas
+
+
+def _check_beta_range(T, beta_start, beta_end) -> tuple[int, float, float]:
+    return (check_int(T, "T", low=1),
+            check_real(beta_start, "beta_start", low=0, high=1, low_open=True, high_open=True),
+            check_real(beta_end, "beta_end", low=0, high=1, low_open=True, high_open=True))
+
+
+def _check_sigmoid(T, beta_start, beta_end, width) -> tuple[int, float, float, float]:
+    return (*_check_beta_range(T, beta_start, beta_end), check_real(width, "width", low=0, low_open=True))
+
+
+def _check_cosine(T, s, max_beta) -> tuple[int, float, float]:
+    return (check_int(T, "T", low=1), check_real(s, "s", low=0),
+            check_real(max_beta, "max_beta", low=0, high=1, low_open=True, high_open=True))
+
+
+def _check_schedule_name(name) -> None:
+    if name not in SCHEDULE_NAMES:
+        raise ValueError(f"name must be one of {', '.join(map(repr, SCHEDULE_NAMES))} (the schedule); "
+                         f"got {name!r}")
+
+
+def _check_rescalable(sched: NoiseSchedule) -> None:
+    sqrt_ab = sched.alpha_bars.sqrt()
+    if sched.T < 2 or float(sqrt_ab[0] - sqrt_ab[-1]) <= 0:
+        raise ValueError(f"rescale_zero_terminal_snr needs T >= 2 and a decreasing alpha_bar, got T={sched.T}")
 
 
 def gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

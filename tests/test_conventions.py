@@ -65,3 +65,8 @@ def test_ddim_sigma_eq_16(cosine):
         assert math.isclose(md.ddim_sigma(a, a_prev, 0.5), expected, rel_tol=1e-12)
     # stepping to the data (alpha_bar_prev = 1) adds no noise whatever eta
     assert md.ddim_sigma(float(ab[20]), 1.0, 1.0) == 0.0
+
+
+def test_ddim_sigma_lives_beside_ddim_and_keeps_its_old_import():
+    from minidiff.conventions import ddim_sigma
+    assert ddim_sigma is md.ddim_sigma is md.samplers.ddim_sigma

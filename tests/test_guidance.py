@@ -40,6 +40,12 @@ def test_scale_1_is_cond_and_scale_0_is_uncond_exactly(pair):
     assert torch.equal(md.cfg_combine(u, c, 1), c)                  # an int scale works too
 
 
+def test_the_scale_is_called_guidance_scale_as_in_the_samplers(pair):
+    u, c = pair
+    assert torch.equal(md.cfg_combine(u, c, guidance_scale=2.5), md.cfg_combine(u, c, 2.5))
+    assert md.cfg_w_from_scale(guidance_scale=2.5) == 1.5
+
+
 @pytest.mark.parametrize("s", [-1.0, 0.25, 0.5, 2.0, 7.5])
 def test_combination_is_the_formula(pair, s):
     u, c = pair
