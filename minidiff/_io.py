@@ -18,12 +18,15 @@ LOCK_NAME = ".minidiff.lock"
 def atomic_write(path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(f)`` on a temporary binary file beside ``path``, flush it to disk, then rename it over ``path``.
 
-    If ``write`` raises, the temporary file is removed and ``path`` is left as it was. The new file gets the
-    permissions a plain ``open(path, "w")`` would give (mkstemp's are 0o600).
+    If ``write`` raises, the temporary file is removed and ``path`` is left as it was; a failure of the file
+    system (no space left, read-only, ...) becomes an ``OSError`` saying so. The new file gets the permissions a
+    plain ``open(path, "w")`` would give (mkstemp's are 0o600).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    path = check_writable(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(f"cannot write {str(path)!r}: {_cause(e)}") from None
     try:
         os.chmod(tmp, plain_file_mode())
         with os.fdopen(fd, "wb") as f:
@@ -31,10 +34,45 @@ def atomic_write(path, write: Callable[[BinaryIO], object]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        cause = _os_cause(e)
+        if cause is not None:            # say what happened, not the serializer's internals (torch's zip writer)
+            raise OSError(f"could not write {str(path)!r}: {_cause(cause)}; {str(path)!r} is left as it was") from e
         raise
     _fsync_dir(path.parent)
+    return path
+
+
+def _os_cause(e: BaseException) -> OSError | None:
+    """The OSError behind ``e`` (``e`` itself or one in its chain of causes and contexts), if any."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def check_writable(path) -> Path:
+    """Make sure a file can be written at ``path`` before any work is spent on it: its folder is made (with its
+    parents) and a file created and removed there. Returns ``path`` as a Path; an ``OSError`` names the cause
+    (a file where a folder must be, a folder at ``path``, read-only, no space left)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OSError(f"cannot write {str(path)!r}: it is a folder; give a file name")
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise OSError(f"cannot write {str(path)!r}: {str(folder)!r} is a file, not a folder")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        raise OSError(f"cannot write {str(path)!r}: {_cause(e)}") from None
     return path
 
 
@@ -67,10 +105,11 @@ def claim_folder(folder) -> Iterator[Path]:
     (not a folder, read-only, no space left, in use by another run)."""
     folder = Path(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        check_writable(folder / LOCK_NAME)
         fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, plain_file_mode())
     except OSError as e:
-        raise OSError(f"cannot write to the output folder {str(folder)!r}: {_cause(e)}") from None
+        raise OSError(f"cannot write to the output folder {str(folder)!r}: "
+                      f"{_cause(e) if e.errno else str(e).split(': ', 1)[-1]}") from None
     try:
         if fcntl is not None:
             try:

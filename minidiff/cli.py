@@ -66,13 +66,16 @@ def checkpoint_path(value: str) -> Path:
 
 
 def refuse_shipped(path, force: bool) -> None:
-    """Writing over a file of the shipped, checksum-pinned ``checkpoints/`` folder needs ``--force``."""
+    """Check ``--out`` before any work: writing over a file of the shipped, checksum-pinned ``checkpoints/`` folder
+    needs ``--force``, and the file must be writable (its folder is made if need be)."""
+    from ._io import check_writable
     from .pretrained import CHECKPOINTS
 
     path = Path(path)
     if not force and path.exists() and path.resolve().parent == CHECKPOINTS.resolve():
         raise FileExistsError(f"--out {str(path)!r} would overwrite a shipped file in {CHECKPOINTS}; choose "
                               "another path, or pass --force to replace it")
+    check_writable(path)
 
 
 def _add_force(p: argparse.ArgumentParser) -> None:
@@ -387,7 +390,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
     check_ddim_options(args)
     if args.out:
         refuse_shipped(args.out, args.force)
-    model, sched, _ = load_model(checkpoint_path(args.ckpt), ema=not args.raw_weights, device=args.device)
+    model, sched, config = load_model(checkpoint_path(args.ckpt), ema=not args.raw_weights, device=args.device)
+    if tuple(config["sample_shape"]) != (1, 28, 28):
+        raise ValueError(f"evaluate needs a model of 28x28 grey images (Fashion-MNIST: FD_cls and class agreement "
+                         f"use a classifier of those); {args.ckpt!r} makes samples of shape "
+                         f"{tuple(config['sample_shape'])}")
     fast.apply(model)                                   # the same function, faster on this device
     device = next(model.parameters()).device
     classifier = load_classifier(args.classifier, device=device)

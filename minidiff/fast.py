@@ -4,8 +4,8 @@ The chapters teach the plain versions: :class:`~minidiff.unet.ResBlock` with ``n
 attention through 1x1 convolutions, nearest-neighbour upsampling then a convolution, torch's own AdamW. This
 module holds every device-specific trick that makes them faster, applied by one call::
 
-    model = fast.apply(model)            # on its device: faster blocks (and channels-last weights on a CPU)
-    opt = fast.AdamW(groups, lr=..., fused=True)
+    model = fast.apply(model)          # on its device: fast blocks
+    opt = fast.AdamW(groups, lr=1e-4, fused=True)
     loss_sched = fast.schedule_on(sched, device)
 
 :func:`minidiff.train`, the ``minidiff`` command and ``benchmarks/bench.py`` use it by default
@@ -21,7 +21,8 @@ what each buys. What :func:`apply` changes:
   convolution (2.25x fewer operations).
 - a U-Net on the CPU in channels-last memory format, where oneDNN's convolutions run faster.
 
-:func:`revert` undoes it. The weights are never touched: ``state_dict`` is the same either way.
+:func:`revert` undoes it. For sampling, :class:`CompiledModel` wraps a model in ``torch.compile`` (CUDA graphs
+on a GPU); the samplers take it like any model. The weights are never touched: ``state_dict`` is the same either way.
 """
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .guidance import num_classes_of
 from .schedules import NoiseSchedule
 from .unet import ResBlock, SelfAttention, UNet, Upsample
 
-__all__ = ["apply", "revert", "AdamW", "schedule_on", "FastResBlock", "FastSelfAttention", "FastUpsample",
+__all__ = ["apply", "revert", "AdamW", "schedule_on", "CompiledModel", "FastResBlock", "FastSelfAttention", "FastUpsample",
            "FastDropout", "upsample_conv", "upsample_conv_transposed", "is_channels_last"]
 
 
@@ -238,3 +240,39 @@ def schedule_on(sched: NoiseSchedule, device) -> NoiseSchedule:
         if isinstance(value, torch.Tensor):
             object.__setattr__(moved, f.name, value.to(device=device, dtype=dtype))
     return moved
+
+
+# ------------------------------------------------------------------------------------------ compiled sampling
+class CompiledModel:
+    """``model`` compiled with ``torch.compile`` for the sampler loops: an opt-in fast path; eager is the default.
+
+    ``ddim_sample(CompiledModel(model), ...)`` returns what ``ddim_sample(model, ...)`` returns, up to
+    floating-point rounding, and sooner where kernel launches dominate — a small U-Net on a GPU, where eager
+    PyTorch spends more time launching hundreds of small kernels per step than running them. The compiler fuses
+    the small kernels, and on CUDA ``mode="reduce-overhead"`` records the whole forward pass as a CUDA graph
+    that every step replays with one launch. The first call compiles (tens of seconds), and so does the first
+    call with a new batch shape; the samplers' loops keep one shape, so the cost is paid once per run.
+
+    Args:
+        model: ``model(x_t, t, y) -> eps_hat``, e.g. a :class:`~minidiff.UNet` in eval mode.
+        mode: ``torch.compile``'s mode for the inductor backend; ``"reduce-overhead"`` adds CUDA graphs on CUDA
+            (on the CPU it only compiles).
+        backend: ``torch.compile``'s backend: ``"inductor"`` generates fused kernels; ``"eager"`` and
+            ``"aot_eager"`` only capture the graph (fast to build: for tests).
+
+    Measured by ``benchmarks/bench.py``; see the book's Performance page.
+    """
+
+    def __init__(self, model, *, mode: str | None = "reduce-overhead", backend: str = "inductor"):
+        if not callable(model):
+            raise TypeError(f"model must be callable as model(x_t, t, y), got {type(model).__name__}")
+        self.model = model
+        self.num_classes = num_classes_of(model)       # guidance batches the no-label rows when this is set
+        options = dict(mode=mode) if backend == "inductor" else {}
+        self.compiled = torch.compile(model, backend=backend, dynamic=False, **options)
+
+    @torch.no_grad()
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        # A CUDA graph writes its output into the same memory on every replay: mark a new step, return a copy.
+        torch.compiler.cudagraph_mark_step_begin()
+        return self.compiled(x_t, t, y).clone()

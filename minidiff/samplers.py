@@ -20,7 +20,8 @@ import torch
 from ._validate import (check_choice, check_clip, check_ddim_plan, check_int, check_real, check_same_shape,
                         check_sampling, check_tensor, noise_like, randn)
 from .conversions import eps_from_x0, x0_from_eps
-from .guidance import guided_eps, num_classes_of
+from .fast import CompiledModel  # noqa: F401  (it lives with the other speed paths; this import keeps working)
+from .guidance import guided_eps
 from .schedules import NoiseSchedule
 
 VARIANCES = ("beta_tilde", "beta")
@@ -405,39 +406,3 @@ def _check_ddim_invert(model, x0, sched, steps, spacing, y, guidance_scale) -> t
                                                  x_T=x0)
     _check_ddim_timesteps(sched.T, steps, spacing)
     return model, y, guidance_scale
-
-
-# ------------------------------------------------------------------------------------------ opt-in fast path
-class CompiledModel:
-    """``model`` compiled with ``torch.compile`` for the sampler loops: an opt-in fast path; eager is the default.
-
-    ``ddim_sample(CompiledModel(model), ...)`` returns what ``ddim_sample(model, ...)`` returns, up to
-    floating-point rounding, and sooner where kernel launches dominate — a small U-Net on a GPU, where eager
-    PyTorch spends more time launching hundreds of small kernels per step than running them. The compiler fuses
-    the small kernels, and on CUDA ``mode="reduce-overhead"`` records the whole forward pass as a CUDA graph
-    that every step replays with one launch. The first call compiles (tens of seconds), and so does the first
-    call with a new batch shape; the samplers' loops keep one shape, so the cost is paid once per run.
-
-    Args:
-        model: ``model(x_t, t, y) -> eps_hat``, e.g. a :class:`~minidiff.UNet` in eval mode.
-        mode: ``torch.compile``'s mode for the inductor backend; ``"reduce-overhead"`` adds CUDA graphs on CUDA
-            (on the CPU it only compiles).
-        backend: ``torch.compile``'s backend: ``"inductor"`` generates fused kernels; ``"eager"`` and
-            ``"aot_eager"`` only capture the graph (fast to build: for tests).
-
-    Measured by ``benchmarks/bench.py``; see the book's Performance page.
-    """
-
-    def __init__(self, model, *, mode: str | None = "reduce-overhead", backend: str = "inductor"):
-        if not callable(model):
-            raise TypeError(f"model must be callable as model(x_t, t, y), got {type(model).__name__}")
-        self.model = model
-        self.num_classes = num_classes_of(model)       # guidance batches the no-label rows when this is set
-        options = dict(mode=mode) if backend == "inductor" else {}
-        self.compiled = torch.compile(model, backend=backend, dynamic=False, **options)
-
-    @torch.no_grad()
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        # A CUDA graph writes its output into the same memory on every replay: mark a new step, return a copy.
-        torch.compiler.cudagraph_mark_step_begin()
-        return self.compiled(x_t, t, y).clone()

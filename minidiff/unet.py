@@ -279,7 +279,11 @@ class UNet(nn.Module):
                                                 f"(channel_mults={tuple(self.config['channel_mults'])})")
 
     def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None) -> torch.Tensor:
-        t, y = self._check_inputs(x, t, y)           # t: (B,); y: (B,), None -> "no label" (num_classes)
+        """Check the inputs (t a number -> (B,); y None -> "no label"), then :meth:`predict_eps`."""
+        return self.predict_eps(x, *self._check_inputs(x, t, y))
+
+    def predict_eps(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """eps_hat = eps_theta(x, t, y) on checked inputs: x (B, C, H, W), t (B,), y (B,) or None (unconditional)."""
         weight = self.time_mlp[0].weight
         emb = self.time_mlp(timestep_embedding(t, self.config["base_channels"]).to(weight.dtype))  # (B, E)
         if self.class_emb is not None:

@@ -373,3 +373,51 @@ def test_the_default_learning_rate_depends_on_the_model(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "(default: 0.001 for the 2D MLP, 0.0002 for U-Nets)" in " ".join(capsys.readouterr().out.split())
+
+
+# ------------------------------------------------------------------------------------------ file-system failures
+def _cli(*args, cwd=None):
+    """The command in a real subprocess: exit status and stderr, as a user meets them."""
+    env = {**os.environ, "PYTHONPATH": REPO}
+    proc = subprocess.run([sys.executable, "-m", "minidiff", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _one_line_error(code, err, verb, *phrases):
+    assert code == 2 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"python -m minidiff {verb}: error: "), err
+    for phrase in phrases:
+        assert phrase in lines[0], (phrase, lines[0])
+
+
+def test_out_under_a_file_is_refused_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("")
+    code, out, err = _cli("sample", "--ckpt", "toy-2d", "--out", str(tmp_path / "file" / "x.png"), "--quiet")
+    _one_line_error(code, err, "sample", "is a file, not a folder")
+    assert "wrote" not in out
+    code, _, err = _cli("train", "--dataset", "moons", "--steps", "2", "--out", str(tmp_path / "file" / "run"))
+    _one_line_error(code, err, "train", "cannot write to the output folder", "is a file, not a folder")
+    code, _, err = _cli("evaluate", "--ckpt", "toy-2d", "--n", "10", "--out", str(tmp_path))
+    _one_line_error(code, err, "evaluate", "is a folder")
+
+
+def test_evaluate_on_a_2d_checkpoint_says_what_it_needs():
+    code, _, err = _cli("evaluate", "--ckpt", "toy-2d", "--n", "10")
+    _one_line_error(code, err, "evaluate", "needs a model of 28x28 grey images", "shape (2,)")
+
+
+def test_a_full_disk_is_reported_as_such_and_leaves_no_file(tmp_path):
+    """A real full file system: a 256 kB tmpfs (needs root; skipped elsewhere). The checkpoint does not fit."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        code, _, err = _cli("train", "--dataset", "moons", "--steps", "2", "--T", "20", "--sample-every", "0",
+                            "--out", str(disk / "run"), "--quiet")
+        _one_line_error(code, err, "train", "no space left on device", "left as it was")
+        assert sorted(p.name for p in (disk / "run").iterdir()) == [".minidiff.lock"]     # no .tmp, no ckpt.pt
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

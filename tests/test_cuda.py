@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import minidiff as md
-from minidiff.samplers import CompiledModel
+from minidiff.fast import CompiledModel
 from minidiff.train import TrainConfig, make_optimizer, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -13,7 +13,7 @@ import torch
 import minidiff as md
 from minidiff import schedules
 from minidiff.guidance import guided_eps
-from minidiff.samplers import CompiledModel
+from minidiff.fast import CompiledModel
 from minidiff import fast
 from minidiff.fast import (FastDropout, FastResBlock, FastSelfAttention, FastUpsample, _silu, upsample_conv,
                            upsample_conv_transposed)
@@ -494,3 +494,9 @@ def test_bench_adds_sizes_only_to_a_run_of_the_same_setup():
     assert merged["ablation"] == {"from": "2026-01-01"} and merged["date"] == "2026-01-02"
     with pytest.raises(ValueError, match="GPU is 'H100', this run's is 'H200'"):
         bench.add_to(earlier, {**now, "machine": {"gpu": "H200"}}, ["fmnist-28px"])
+
+
+def test_compiled_model_keeps_its_old_import():
+    from minidiff import samplers
+
+    assert samplers.CompiledModel is fast.CompiledModel

@@ -47,9 +47,7 @@ def test_the_chapters_print_package_code():
     assert len(LISTINGS) >= 8, "the chapters no longer include the package's functions?"
 
 
-@pytest.mark.parametrize("path,options", [entry[1:] for entry in LISTINGS], ids=[entry[0] for entry in LISTINGS])
-def test_a_printed_listing_has_no_argument_checks(path, options):
-    text, _ = LiteralIncludeReader(str(path), options, Config()).read()
+def _assert_no_checks(text: str) -> None:
     tree = ast.parse(textwrap.dedent(text))
     raises = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Raise)]
     assert not raises, f"the listing raises (lines {raises} of what the book prints): show the math-only function"
@@ -60,3 +58,32 @@ def test_a_printed_listing_has_no_argument_checks(path, options):
             assert not name.startswith(("check_", "_check")), (
                 f"the listing calls the argument check {name}() at line {node.lineno}: include the function "
                 "that the checked one calls")
+
+
+@pytest.mark.parametrize("path,options", [entry[1:] for entry in LISTINGS], ids=[entry[0] for entry in LISTINGS])
+def test_a_printed_listing_has_no_argument_checks(path, options):
+    text, _ = LiteralIncludeReader(str(path), options, Config()).read()
+    _assert_no_checks(text)
+
+
+GETSOURCE = re.compile(r"inspect\.getsource\(md\.([\w.]+)\)")
+PRINTED = sorted({m.group(1) for page in (ROOT / "notebooks").glob("*.ipynb")
+                  for c in json.loads(page.read_text())["cells"] if c["cell_type"] == "code"
+                  for m in GETSOURCE.finditer("".join(c["source"]))})
+
+
+def test_the_chapters_print_package_code_with_getsource():
+    assert PRINTED, "no chapter prints package code with inspect.getsource any more?"
+
+
+@pytest.mark.parametrize("name", PRINTED)
+def test_code_printed_with_getsource_has_no_argument_checks(name):
+    """Cells that print package code with ``inspect.getsource(md.<name>)`` obey the same rule."""
+    import inspect
+
+    import minidiff as md
+
+    obj = md
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    _assert_no_checks(inspect.getsource(obj))
