@@ -12,8 +12,6 @@ try:
 except ImportError:                  # Windows: no advisory locks; the folder is then not locked
     fcntl = None
 
-LOCK_NAME = ".minidiff.lock"
-
 
 def atomic_write(path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(f)`` on a temporary binary file beside ``path``, flush it to disk, then rename it over ``path``.
@@ -105,8 +103,8 @@ def claim_folder(folder) -> Iterator[Path]:
     (not a folder, read-only, no space left, in use by another run)."""
     folder = Path(folder)
     try:
-        check_writable(folder / LOCK_NAME)
-        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, plain_file_mode())
+        check_writable(folder / ".minidiff-probe")
+        fd = os.open(folder, os.O_RDONLY)                 # the lock is on the folder itself: no lock file
     except OSError as e:
         raise OSError(f"cannot write to the output folder {str(folder)!r}: "
                       f"{_cause(e) if e.errno else str(e).split(': ', 1)[-1]}") from None
@@ -115,8 +113,8 @@ def claim_folder(folder) -> Iterator[Path]:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise OSError(f"the output folder {str(folder)!r} is in use by another run (it holds {LOCK_NAME}); "
-                              "wait for it or choose another folder") from None
+                raise OSError(f"the output folder {str(folder)!r} is in use by another run; wait for it or choose "
+                              "another folder") from None
         for stale in folder.glob(".*.tmp"):              # from atomic_write: ".<name>.<random>.tmp"
             stale.unlink(missing_ok=True)
         yield folder

@@ -13,6 +13,7 @@ crash mid-write leaves the previous checkpoint intact. ::
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import pickle
 from pathlib import Path
@@ -50,12 +51,34 @@ def model_spec(model: torch.nn.Module) -> dict:
     return {"class": name, "config": config}
 
 
-def build_model(spec: dict) -> torch.nn.Module:
-    """A freshly initialised model from a :func:`model_spec` dict."""
+MAX_PARAMETERS = 2_000_000_000       # 8 GB of float32 weights: far beyond any model here, far below a bad config
+
+
+def build_model(spec: dict, *, source: str = "the model spec") -> torch.nn.Module:
+    """A freshly initialised model from a :func:`model_spec` dict.
+
+    The spec is checked before anything is allocated: a known class, keyword arguments its constructor takes,
+    values it accepts, and at most ``MAX_PARAMETERS`` parameters (counted on the ``meta`` device, which stores
+    no data). Any failure is a :class:`CheckpointError` naming ``source`` (the file)."""
     classes = _model_classes()
     if not isinstance(spec, dict) or spec.get("class") not in classes or not isinstance(spec.get("config"), dict):
-        raise CheckpointError(f"model spec must be {{'class': one of {list(classes)}, 'config': dict}}, got {spec!r:.200}")
-    return classes[spec["class"]](**spec["config"])
+        raise CheckpointError(f"{source}: model spec must be {{'class': one of {list(classes)}, 'config': dict}}, "
+                              f"got {spec!r:.200}")
+    cls, config = classes[spec["class"]], spec["config"]
+    allowed = [name for name in inspect.signature(cls).parameters]
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise CheckpointError(f"{source}: the {spec['class']} config has unknown arguments {unknown}; "
+                              f"{spec['class']} takes {allowed}")
+    try:
+        with torch.device("meta"):
+            count = sum(p.numel() for p in cls(**config).parameters())
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: the {spec['class']} config is not valid: {e}") from None
+    if count > MAX_PARAMETERS:
+        raise CheckpointError(f"{source}: the {spec['class']} config asks for {count:,} parameters, more than "
+                              f"the {MAX_PARAMETERS:,} allowed; the file is damaged or not a minidiff model")
+    return cls(**config)
 
 
 # ------------------------------------------------------------------------------------------ save
@@ -110,7 +133,7 @@ def export_for_sampling(src, dst, *, weights: str = "both", dtype: str = "float3
     check_choice(weights, "weights", EXPORT_WEIGHTS)
     check_choice(dtype, "dtype", EXPORT_DTYPES)
     payload = read_checkpoint(src)
-    params = {name for name, _ in build_model(payload["config"]["model"]).named_parameters()}
+    params = {name for name, _ in build_model(payload["config"]["model"], source=f"checkpoint {str(src)!r}").named_parameters()}
 
     def cast(state: dict) -> dict:            # parameters only: buffers (if any) keep their precision
         if dtype == "float32":
@@ -196,12 +219,17 @@ def load_model(path, *, ema: bool = True, device=None) -> tuple[torch.nn.Module,
         raise TypeError(f"ema must be a bool, got {ema!r}")
     payload = read_checkpoint(path)
     config = payload["config"]
-    model = build_model(config["model"])
+    model = build_model(config["model"], source=f"checkpoint {str(path)!r}")
     if not ema and not payload["model"]:
         raise CheckpointError(f"checkpoint {str(path)!r} was exported with its EMA weights only "
                               "(export --weights ema): load it with ema=True")
+    weights = payload["ema" if ema else "model"]
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"checkpoint {str(path)!r} holds NaN or inf {'EMA ' if ema else ''}weights (in "
+                              f"{bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); it cannot sample")
     try:
-        model.load_state_dict(payload["ema" if ema else "model"])
+        model.load_state_dict(weights)
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {str(path)!r} weights do not fit its model config: {e}") from e
     sched = NoiseSchedule.from_config(config["schedule"])

@@ -293,3 +293,33 @@ def test_the_shipped_fashion_mnist_checkpoint_loads_and_is_small():
     with torch.no_grad():
         eps = model(torch.randn(4, 1, 28, 28), torch.tensor([0, 10, 500, 999]), torch.tensor([0, 3, 9, 10]))
     assert eps.shape == (4, 1, 28, 28) and bool(torch.isfinite(eps).all()) and float(eps.std()) > 0.1
+
+
+# ------------------------------------------------------------------------------------------ crafted configs
+def _resealed(tmp_path, change):
+    """The shipped 2D checkpoint with ``change(payload)`` applied and a fresh digest: a well-formed file whose
+    contents are wrong, as a crafted or buggy writer would make."""
+    import json
+
+    from minidiff.checkpoint import _write_atomic, read_checkpoint
+    from minidiff.pretrained import pretrained
+
+    payload = read_checkpoint(pretrained("toy-2d.pt"))
+    change(payload)
+    return _write_atomic({**payload, "config": json.dumps(payload["config"])}, tmp_path / "crafted.pt")
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda p: p["config"]["model"]["config"].update(hidden=10**6, num_layers=10**4),
+     r"crafted\.pt.*asks for [\d,]+ parameters, more than the 2,000,000,000 allowed"),
+    (lambda p: p["config"]["model"]["config"].update(activation="gelu"),
+     r"crafted\.pt.*unknown arguments \['activation'\]; MLPDenoiser takes"),
+    (lambda p: p["config"]["model"]["config"].update(hidden=-3),
+     r"crafted\.pt.*config is not valid: hidden must be in \[1, inf\], got -3"),
+    (lambda p: p["ema"][next(iter(p["ema"]))].fill_(float("nan")),
+     r"crafted\.pt.*holds NaN or inf EMA weights"),
+])
+def test_a_crafted_checkpoint_is_refused_before_any_allocation(tmp_path, change, message):
+    path = _resealed(tmp_path, change)
+    with pytest.raises(CheckpointError, match=message):
+        load_model(path, device="cpu")

@@ -170,7 +170,7 @@ def test_out_must_be_a_writable_folder_that_no_other_run_uses(tmp_path):
     from minidiff._io import claim_folder
 
     (tmp_path / "file").write_text("")
-    with pytest.raises(OSError, match=r"cannot write to the output folder .*file/run.*: not a directory"):
+    with pytest.raises(OSError, match=r"cannot write to the output folder .*file/run.*file' is a file, not a folder"):
         train(toy_config(tmp_path / "file"), progress=False)
     with claim_folder(tmp_path / "busy" / "run"):            # another run holds the folder
         with pytest.raises(OSError, match="in use by another run"):
