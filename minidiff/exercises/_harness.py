@@ -12,6 +12,7 @@ Introduced in chapter 1; each chapter's checkers are in a module of their own be
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -122,8 +123,14 @@ def random_check(fn: Callable, args_a: tuple, args_b: tuple) -> str | None:
 
 # ------------------------------------------------------------------------------------------ comparisons
 def close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Same shape and equal within RTOL and ATOL."""
-    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=RTOL, atol=ATOL))
+    """Same shape and equal within RTOL and ATOL. NaN equals NaN in the same place: a mistake that takes the
+    square root of a negative number gives NaN there, in the catalogue and in the reader's output alike."""
+    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True))
+
+
+def near(a: float, b: float) -> bool:
+    """Two numbers equal within RTOL (relative to ``b``) and ATOL."""
+    return abs(a - b) <= ATOL + RTOL * abs(b)
 
 
 def match_mistake(out: torch.Tensor, expected: torch.Tensor, mistakes: Mistakes) -> str | None:
@@ -143,7 +150,7 @@ def match_mistake(out: torch.Tensor, expected: torch.Tensor, mistakes: Mistakes)
 def mismatch_summary(out: torch.Tensor, expected: torch.Tensor, t: torch.Tensor, what: str) -> str:
     """A hint for a mistake not in the catalogue: how large the error is and at which timesteps."""
     err = (out - expected).abs().reshape(out.shape[0], -1).amax(dim=1)          # (B,)
-    bad = err > ATOL + RTOL * expected.abs().reshape(out.shape[0], -1).amax(dim=1)
+    bad = ~(err <= ATOL + RTOL * expected.abs().reshape(out.shape[0], -1).amax(dim=1))   # NaN is wrong too
     where = sorted({int(i) for i in t[bad]})
     msg = f"{what} differs from the package's (largest error {float(err.max()):.3g})"
     if where == [0]:
@@ -180,3 +187,28 @@ def check_noising_fn(name: str, fn: Callable, reference: Callable, mistakes: Cal
         if hint is not None:
             return CheckResult(name, False, hint)
     return CheckResult(name, True, passed)
+
+
+# ------------------------------------------------------------------------------------------ sampler steps
+NOISE_NOT_SCALED = "the noise enters your step other than as {sigma} * z (one number times the noise passed in)"
+
+
+def split_noise(fn: Callable, args: tuple, out: torch.Tensor):
+    """Split the reader's sampler step into its noise-free part and the scale of its noise (chapters 5 and 6).
+
+    ``args`` are the step's inputs, the fresh noise z last, and ``out`` is the reader's output on them. Called
+    again with z = 0, ``fn`` gives the noise-free part ``out0``; the rest, ``out - out0``, should be sigma z for
+    one number sigma, which least squares estimates as ``c``. Returns ((out0, c), None), with c None when the
+    rest is not one number times z (``NOISE_NOT_SCALED`` says so), or (None, hint) when the call with
+    z = 0 fails.
+    """
+    *inputs, noise = args
+    inputs = [a.clone() if isinstance(a, torch.Tensor) else a for a in inputs]
+    out0, hint = call_reader(fn, *inputs, torch.zeros_like(noise))
+    if hint is None:
+        out0, hint = as_tensor(out0, out, "x_prev")
+    if hint is not None:
+        return None, f"your function failed with noise = 0: {hint}"
+    r = out - out0                                                        # the part that comes from the noise
+    c = float((r * noise).sum() / (noise * noise).sum())                 # least-squares coefficient of z
+    return (out0, c if math.isfinite(c) and close(r, c * noise) else None), None

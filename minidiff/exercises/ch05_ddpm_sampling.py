@@ -10,8 +10,8 @@ import torch
 
 from ..samplers import ddpm_step
 from ..schedules import NoiseSchedule
-from ._harness import (ATOL, MISMATCH, RTOL, CheckResult, as_tensor, call_reader, close, match_mistake, one_tensor,
-                       random_check, short_schedules)
+from ._harness import (MISMATCH, NOISE_NOT_SCALED, CheckResult, call_reader, close, match_mistake, near,
+                       one_tensor, random_check, short_schedules, split_noise)
 
 
 def check_ddpm_step(fn: Callable, *, seed: int = 0) -> CheckResult:
@@ -55,13 +55,11 @@ def _ddpm_floats(sched: NoiseSchedule, t: int) -> tuple[float, float, float, flo
 
 def _ddpm_step_hint(fn, out, x_t, eps, t, sched, noise) -> str:
     """Diagnose a wrong step: probe with zero noise to split it into its mean and its noise coefficient."""
-    zero = torch.zeros_like(noise)
-    out0, err = call_reader(fn, x_t.clone(), eps.clone(), t, sched, zero.clone())
-    if err is None:
-        out0, err = as_tensor(out0, x_t, "x_prev")
-    if err is not None:
-        return f"your function failed with noise = 0: {err}"
-    mean_ref = ddpm_step(x_t, eps, t, sched, noise=zero)[0]
+    parts, fail = split_noise(fn, (x_t, eps, t, sched, noise), out)
+    if fail is not None:
+        return fail
+    out0, c = parts
+    mean_ref = ddpm_step(x_t, eps, t, sched, noise=torch.zeros_like(noise))[0]
     hints = []
     m_hint = match_mistake(out0, mean_ref, _ddpm_step_mean_mistakes(x_t, eps, t, sched))
     if m_hint == MISMATCH:
@@ -69,15 +67,9 @@ def _ddpm_step_hint(fn, out, x_t, eps, t, sched, noise) -> str:
                   f"/ sqrt(alpha_t) (largest error {float((out0 - mean_ref).abs().max()):.3g})")
     if m_hint is not None:
         hints.append(("mean: ", m_hint))
-    r = out - out0                                                   # the part that comes from the noise
-    c = float((r * noise).sum() / (noise * noise).sum())            # least-squares coefficient of z
-    if not close(r, c * noise):
-        hints.append(("noise: ", "the noise enters your step other than as sigma_t * z (one number times the noise "
-                                 "passed in)"))
-    else:
-        n_hint = _ddpm_step_noise_hint(c, t, sched)
-        if n_hint is not None:
-            hints.append(("noise: ", n_hint))
+    n_hint = NOISE_NOT_SCALED.format(sigma="sigma_t") if c is None else _ddpm_step_noise_hint(c, t, sched)
+    if n_hint is not None:
+        hints.append(("noise: ", n_hint))
     if not hints:
         return MISMATCH
     if all(h.startswith("off by one") for _, h in hints):
@@ -128,10 +120,6 @@ def _ddpm_step_noise_hint(c: float, t: int, sched: NoiseSchedule) -> str | None:
     """A hint if the noise's coefficient ``c`` in the reader's step is not sigma_t = sqrt(beta_tilde_t)."""
     b, _, _, bt = _ddpm_floats(sched, t)
     sigma = bt**0.5
-
-    def near(a: float, b: float) -> bool:
-        return abs(a - b) <= ATOL + RTOL * abs(b)
-
     if near(c, sigma):
         return None
     if t == 0:

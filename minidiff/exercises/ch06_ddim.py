@@ -11,8 +11,8 @@ import torch
 from ..conventions import ddim_sigma
 from ..samplers import ddim_step
 from ..schedules import NoiseSchedule
-from ._harness import (ATOL, MISMATCH, RTOL, CheckResult, as_tensor, call_reader, close, one_tensor,
-                       short_schedules)
+from ._harness import (MISMATCH, NOISE_NOT_SCALED, CheckResult, call_reader, close, match_mistake, near,
+                       one_tensor, random_check, short_schedules, split_noise)
 
 
 def check_ddim_step(fn: Callable, *, seed: int = 0) -> CheckResult:
@@ -34,26 +34,18 @@ def check_ddim_step(fn: Callable, *, seed: int = 0) -> CheckResult:
             n_cases += 1
             x_t, eps, noise = (torch.randn(6, 3, 2, generator=gen, dtype=torch.float64) for _ in range(3))
             expected = ddim_step(x_t, eps, t, t_prev, sched, eta=eta, noise=noise)[0]
-            args = (x_t.clone(), eps.clone(), t, t_prev, sched, eta, noise.clone())
-            out, hint = call_reader(fn, *args)
-            again, _ = call_reader(fn, x_t.clone(), eps.clone(), t, t_prev, sched, eta, noise.clone())
-            if (hint is None and isinstance(out, torch.Tensor) and isinstance(again, torch.Tensor)
-                    and out.shape == again.shape
-                    and not torch.allclose(out, again, rtol=RTOL, atol=ATOL, equal_nan=True)):
-                hint = ("two calls with the same inputs gave different results: your function draws its own random "
-                        "numbers. Use the noise passed in as an argument")
+
+            def fresh():
+                return (x_t.clone(), eps.clone(), t, t_prev, sched, eta, noise.clone())
+
+            hint = random_check(fn, fresh(), fresh())
+            if hint is None:
+                out, hint = call_reader(fn, *fresh())
             if hint is None:
                 out, hint = one_tensor(out, x_t, "x_prev", "minidiff.ddim_step")
-            if hint is None and not close(out, expected):
-                for text, make in _ddim_step_mistakes(x_t, eps, t, t_prev, sched, eta, noise):
-                    try:
-                        wrong = make()
-                    except Exception:  # noqa: BLE001 - a variant that cannot be formed is not this mistake
-                        continue
-                    if torch.allclose(out, wrong.to(out.dtype), rtol=RTOL, atol=ATOL, equal_nan=True):
-                        hint = text
-                        break
-                if hint is None:
+            if hint is None:
+                hint = match_mistake(out, expected, _ddim_step_mistakes(x_t, eps, t, t_prev, sched, eta, noise))
+                if hint == MISMATCH:
                     hint = _ddim_noise_hint(fn, out, x_t, eps, t, t_prev, sched, eta, noise)
                 if hint == MISMATCH:
                     err = float((out - expected).abs().max())
@@ -142,22 +134,18 @@ def _ddim_step_mistakes(x, eps, t, t_prev, sched, eta, noise) -> list:
 def _ddim_noise_hint(fn, out, x_t, eps, t, t_prev, sched, eta, noise) -> str:
     """For a mistake not in the catalogue: split the reader's step into its noise-free part and the noise's
     coefficient (a probe with noise = 0), and say which one is wrong."""
-    zero = torch.zeros_like(noise)
-    out0, err = call_reader(fn, x_t.clone(), eps.clone(), t, t_prev, sched, eta, zero)
-    if err is None:
-        out0, err = as_tensor(out0, x_t, "x_prev")
-    if err is not None:
-        return f"your function failed with noise = 0: {err}"
-    ref0 = ddim_step(x_t, eps, t, t_prev, sched, eta=eta, noise=zero)[0]
+    parts, fail = split_noise(fn, (x_t, eps, t, t_prev, sched, eta, noise), out)
+    if fail is not None:
+        return fail
+    out0, c = parts
+    ref0 = ddim_step(x_t, eps, t, t_prev, sched, eta=eta, noise=torch.zeros_like(noise))[0]
     sigma = ddim_sigma(float(sched.alpha_bars[t]), 1.0 if t_prev < 0 else float(sched.alpha_bars[t_prev]), eta)
     hints = []
     if not close(out0, ref0):
         hints.append("the noise-free part (your output with noise = 0) differs from sqrt(alpha_bar_prev) x0_hat + "
                      f"sqrt(1 - alpha_bar_prev - sigma^2) eps (largest error {float((out0 - ref0).abs().max()):.3g})")
-    r = out - out0                                                        # the part that comes from the noise
-    c = float((r * noise).sum() / (noise * noise).sum())                 # least-squares coefficient of z
-    if not close(r, c * noise):
-        hints.append("the noise enters your step other than as sigma * z (one number times the noise passed in)")
-    elif abs(c - sigma) > ATOL + RTOL * sigma:
+    if c is None:
+        hints.append(NOISE_NOT_SCALED.format(sigma="sigma"))
+    elif not near(c, sigma):
         hints.append(f"the noise is scaled by {c:.4g}; DDIM eq. (16) gives sigma = {sigma:.4g} for this step")
     return "; ".join(hints) if hints else MISMATCH

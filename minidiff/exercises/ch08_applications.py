@@ -75,7 +75,7 @@ def _noised(x0, i: int, sched: NoiseSchedule, noise) -> torch.Tensor:
 
 def _merge_summary(out: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor, t_prev: int) -> str:
     """For a merge wrong in no catalogued way: in which region (known, generated or both) it differs."""
-    bad = (out - expected).abs() > ATOL + RTOL * expected.abs()                # (B, 1, 4, 4)
+    bad = ~((out - expected).abs() <= ATOL + RTOL * expected.abs())            # (B, 1, 4, 4); NaN is wrong too
     keep = torch.broadcast_to(mask, bad.shape).bool()
     where = ("in the known region (mask == 1)" if bool(bad[keep].any()) and not bool(bad[~keep].any())
              else "in the generated region (mask == 0): x_prev must equal x_unknown there"
