@@ -3,8 +3,8 @@
 A checker calls the reader's function through :func:`call_reader` (an exception becomes a hint), checks the
 output's type and shape with :func:`as_tensor`, compares it with the package's answer and, when they differ,
 names the mistake: :func:`match_mistake` recomputes the answer with each usual mistake and returns the hint
-of the one the reader's output equals. Hints come back as ``(value, hint)`` pairs: ``hint`` is None when all
-is well.
+of the one the reader's output equals. A step that produces a value returns the pair ``(value, hint)``, the
+others the hint alone; the hint is None when all is well.
 
 Timestep convention: ``t`` is the 0-based index, the paper's step t + 1; ``alpha_bars_prev[t]`` is 1 at t = 0.
 
