@@ -4,6 +4,7 @@ import torch
 
 import minidiff as md
 from minidiff import exercises as ex
+from minidiff.exercises import ch07_guidance
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,10 +62,10 @@ def test_mistakes_are_told_apart_at_the_tested_scales():
     gen = torch.Generator().manual_seed(0)
     u = torch.randn(6, 1, 4, 4, generator=gen, dtype=torch.float64)
     c = torch.randn(6, 1, 4, 4, generator=gen, dtype=torch.float64)
-    variants = [lambda s: md.cfg_combine(u, c, s)] + [make for _, make in ex._cfg_mistakes(u, c)]
+    variants = [lambda s: md.cfg_combine(u, c, s)] + [make for _, make in ch07_guidance._cfg_mistakes(u, c)]
     for i, a in enumerate(variants):
         for b in variants[i + 1:]:
-            assert not all(torch.allclose(a(s), b(s)) for s in ex._CFG_SCALES)
+            assert not all(torch.allclose(a(s), b(s)) for s in ch07_guidance._CFG_SCALES)
 
 
 def test_checker_is_exported():

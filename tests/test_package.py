@@ -75,8 +75,8 @@ def test_the_wheel_carries_the_shipped_files(wheel):
         assert f"minidiff/checkpoints/{name}" in names, f"{name} missing from the wheel"
     for name in pt.SHIPPED_RESULTS:
         assert f"minidiff/results/{name}" in names, f"{name} missing from the wheel"
-    modules = {p.name for p in (ROOT / "minidiff").glob("*.py")}
-    assert modules <= {Path(n).name for n in names if n.startswith("minidiff/")}, "modules missing from the wheel"
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "minidiff").rglob("*.py")}   # subpackages too
+    assert modules <= names, f"modules missing from the wheel: {sorted(modules - names)}"
     assert not [n for n in names if n.startswith("minidiff/results/cpu-")], "benchmark logs do not belong in it"
 
 

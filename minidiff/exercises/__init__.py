@@ -1,0 +1,64 @@
+"""Auto-checks for the chapters' coding exercises.
+
+Each checker runs the reader's function on random inputs, compares it with the package (the single source of
+truth) and returns a :class:`CheckResult`: a pass, or a specific hint about what is wrong. The hints come from
+recomputing the answer with the usual mistakes (``alpha_bar`` where ``sqrt(alpha_bar)`` belongs, an index off
+by one, the wrong target, ...) and seeing which one the reader's output matches.
+
+    >>> from minidiff.exercises import check_q_sample
+    >>> check_q_sample(my_q_sample)          # doctest: +SKIP
+    PASS check_q_sample: matches minidiff.q_sample on 2 schedules x 12 samples
+
+A checker is called as ``check_...(fn, seed=0)``: ``fn`` is the reader's function, which takes positional
+arguments with the same meaning as in the package, and ``seed`` seeds the random inputs. The checkers by
+chapter, each with the function it expects and the package function it compares that with:
+
+Chapter 1, the forward process
+    * :func:`check_alpha_bars`: ``fn(betas) -> alpha_bars``, against ``NoiseSchedule(betas).alpha_bars``
+    * :func:`check_q_step`: ``fn(x_prev, t, sched, noise) -> x_t``, against :func:`minidiff.q_step`
+Chapter 2, sampling x_t in closed form
+    * :func:`check_q_sample`: ``fn(x0, t, sched, noise) -> x_t``, against :func:`minidiff.q_sample`
+    * :func:`check_posterior`: ``fn(x0, x_t, t, sched) -> (mean, variance)``, against
+      :func:`minidiff.q_posterior`
+Chapter 3, the epsilon objective
+    * :func:`check_eps_loss`: ``fn(model, x0, sched, t, noise) -> loss``, against :func:`minidiff.eps_loss`
+Chapter 4, the U-Net
+    * :func:`check_timestep_embedding`: ``fn(t, dim) -> emb``, against :func:`minidiff.timestep_embedding`
+Chapter 5, DDPM sampling
+    * :func:`check_ddpm_step`: ``fn(x_t, eps, t, sched, noise) -> x_prev``, against :func:`minidiff.ddpm_step`
+Chapter 6, DDIM
+    * :func:`check_ddim_step`: ``fn(x_t, eps, t, t_prev, sched, eta, noise) -> x_prev``, against
+      :func:`minidiff.ddim_step`
+Chapter 7, classifier-free guidance
+    * :func:`check_cfg_combine`: ``fn(eps_uncond, eps_cond, scale) -> eps``, against :func:`minidiff.cfg_combine`
+Chapter 8, applications
+    * :func:`check_repaint_merge`: ``fn(x_unknown, x0, mask, t_prev, sched, noise) -> x_prev``, against the
+      merge that :func:`minidiff.inpaint` does at every step
+
+Each chapter's checkers live in a module of their own, named after the chapter (``ch01_forward_process`` to
+``ch08_applications``), beside the harness they share (``_harness``): a new chapter adds one module, and its
+checkers are imported and listed here.
+
+Introduced in chapter 1.
+"""
+from ._harness import CheckResult
+from .ch01_forward_process import check_alpha_bars, check_q_step
+from .ch02_closed_form import check_posterior, check_q_sample
+from .ch03_eps_objective import check_eps_loss
+from .ch04_unet import check_timestep_embedding
+from .ch05_ddpm_sampling import check_ddpm_step
+from .ch06_ddim import check_ddim_step
+from .ch07_guidance import check_cfg_combine
+from .ch08_applications import check_repaint_merge
+
+__all__ = [
+    "CheckResult",
+    "check_alpha_bars", "check_q_step",                  # chapter 1
+    "check_q_sample", "check_posterior",                 # chapter 2
+    "check_eps_loss",                                    # chapter 3
+    "check_timestep_embedding",                          # chapter 4
+    "check_ddpm_step",                                   # chapter 5
+    "check_ddim_step",                                   # chapter 6
+    "check_cfg_combine",                                 # chapter 7
+    "check_repaint_merge",                               # chapter 8
+]
