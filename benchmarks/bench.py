@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 import minidiff as md
 from minidiff.evaluate import cpu_model
-from minidiff.samplers import CompiledModel
+from minidiff.fast import CompiledModel
 from minidiff import fast
 from minidiff.train import TrainConfig, make_optimizer
 
