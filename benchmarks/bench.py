@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 import minidiff as md
-from minidiff.evaluate import cpu_model
+from minidiff.runtime import cpu_model
 from minidiff.samplers import CompiledModel
 from minidiff.train import AdamW, TrainConfig, fast_layout, make_optimizer
 

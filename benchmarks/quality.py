@@ -32,7 +32,9 @@ from pathlib import Path
 import torch
 
 import minidiff as md
-from minidiff.evaluate import cpu_model, evaluate_samples, generate, machine_description, write_json
+from minidiff._io import write_json
+from minidiff.evaluate import evaluate_samples, generate
+from minidiff.runtime import cpu_model, machine_description
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

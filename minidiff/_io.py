@@ -1,6 +1,7 @@
-"""Writing files atomically: a reader (or a crash) never sees half a checkpoint, image or download."""
+"""Writing files atomically: a reader (or a crash) never sees half a checkpoint, image, download or result file."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -28,6 +29,12 @@ def atomic_write(path, write: Callable[[BinaryIO], object]) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def write_json(path, obj) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    text = json.dumps(obj, indent=2) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def plain_file_mode() -> int:

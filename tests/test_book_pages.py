@@ -103,7 +103,8 @@ def test_the_api_page_documents_the_public_names():
     for expected in ("minidiff.schedules.NoiseSchedule", "minidiff.forward.q_sample", "minidiff.losses.eps_loss",
                      "minidiff.UNet", "minidiff.samplers.ddpm_sample", "minidiff.samplers.ddim_sample",
                      "minidiff.samplers.ddim_invert", "minidiff.guidance.cfg_combine",
-                     "minidiff.oracle.OracleDenoiser", "minidiff.train.TrainConfig", "minidiff.evaluate.fd_cls",
+                     "minidiff.oracle.OracleDenoiser", "minidiff.train.TrainConfig", "minidiff.metrics.fd_cls",
+                     "minidiff.classifier.Classifier", "minidiff.evaluate.evaluate_model",
                      "minidiff.data.load_fashion_mnist", "minidiff.exercises.check_q_sample"):
         assert expected in names, f"book/api.md no longer documents {expected}"
 

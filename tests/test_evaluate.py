@@ -261,5 +261,24 @@ def test_evaluate_command(tmp_path, monkeypatch, capsys):
 
 
 def test_result_files_name_the_machine():
-    assert isinstance(evaluate.cpu_model(), str) and evaluate.cpu_model().strip()
-    assert evaluate.machine_description(torch.device("cpu")).endswith(f"{torch.get_num_threads()} threads")
+    from minidiff import runtime
+
+    assert isinstance(runtime.cpu_model(), str) and runtime.cpu_model().strip()
+    assert runtime.machine_description(torch.device("cpu")).endswith(f"{torch.get_num_threads()} threads")
+
+
+def test_moved_names_keep_their_old_imports():
+    """The classifier, the metrics and the result-file helpers left minidiff.evaluate; its old names still work."""
+    import minidiff as md
+    from minidiff import _io, classifier, metrics, runtime
+
+    homes = {classifier: ["CLASSIFIER_PATH", "IMAGE_SHAPE", "Classifier", "accuracy", "train_classifier",
+                          "save_classifier", "load_classifier"],
+             metrics: ["frechet_distance", "feature_stats", "fd_cls", "class_agreement", "class_diversity"],
+             runtime: ["cpu_model", "machine_description"], _io: ["write_json"]}
+    for module, names in homes.items():
+        for name in names:
+            assert getattr(evaluate, name) is getattr(module, name), name
+            assert name in evaluate.__all__, name
+    assert md.fd_cls is metrics.fd_cls and md.Classifier is classifier.Classifier
+    assert md.evaluate_samples is evaluate.evaluate_samples
