@@ -85,13 +85,13 @@ def _real_subset(split: str, n: int, seed: int, root=None) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------ sampling
 def generate(model: nn.Module, sched, *, n: int, sampler: str = "ddim", steps: int | None = None,
-             eta: float = 0.0, guidance: float = 1.0, batch_size: int = 500, seed: int = 0,
+             eta: float = 0.0, guidance_scale: float = 1.0, batch_size: int = 500, seed: int = 0,
              device=None, variance: str = "beta_tilde",
              callback=None) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """Sample ``n`` Fashion-MNIST images in batches: the sampling half of :func:`evaluate_model`.
 
     A class-conditional model gets class-balanced labels (sample i has label i mod num_classes) and guidance
-    scale ``guidance``; an unconditional one needs ``guidance=1``.
+    scale ``guidance_scale``; an unconditional one needs ``guidance_scale=1``.
 
     Args:
         model: the diffusion model, ``model(x_t, t, y) -> eps_hat`` for 1 x 28 x 28 images.
@@ -101,7 +101,7 @@ def generate(model: nn.Module, sched, *, n: int, sampler: str = "ddim", steps: i
         steps: model calls per image; default 50 for DDIM and all T for DDPM (fewer: DDPM on the respaced
             chain).
         eta: DDIM's noise level.
-        guidance: the guidance scale for a class-conditional model (class-balanced labels); 1 otherwise.
+        guidance_scale: the guidance scale for a class-conditional model (class-balanced labels); 1 otherwise.
         batch_size: images per sampler call.
         seed: seeds the sampler's generator.
         device: where to sample (default: the model's device).
@@ -110,10 +110,10 @@ def generate(model: nn.Module, sched, *, n: int, sampler: str = "ddim", steps: i
             step of each batch (a progress bar's hook).
 
     Returns:
-        (samples (n, 1, 28, 28) on the CPU, labels (n,) or None, settings: sampler, steps, eta, guidance, seed,
-        seconds spent sampling).
+        (samples (n, 1, 28, 28) on the CPU, labels (n,) or None, settings: sampler, steps, eta, guidance (the
+        scale), seed, seconds spent sampling).
     """
-    plan = _check_generate(model, sched, n=n, sampler=sampler, steps=steps, eta=eta, guidance_scale=guidance,
+    plan = _check_generate(model, sched, n=n, sampler=sampler, steps=steps, eta=eta, guidance_scale=guidance_scale,
                            batch_size=batch_size, seed=seed, variance=variance)
     num_classes = num_classes_of(model)
     labels = torch.arange(plan["n"]) % num_classes if num_classes is not None else None     # (n,)
@@ -155,7 +155,7 @@ def _check_generate(model, sched, *, n, sampler, steps, eta, guidance_scale, bat
     default_steps = sched.T if sampler == "ddpm" else 50
     plan = dict(sampler=sampler, n=check_int(n, "n", low=2, high=10000),
                 batch_size=check_int(batch_size, "batch_size", low=1), seed=check_int(seed, "seed"),
-                eta=check_real(eta, "eta", low=0.0), guidance_scale=check_real(guidance_scale, "guidance"),
+                eta=check_real(eta, "eta", low=0.0), guidance_scale=check_real(guidance_scale, "guidance_scale"),
                 variance=check_choice(variance, "variance", VARIANCES),
                 steps=check_int(default_steps if steps is None else steps, "steps", low=1, high=sched.T))
     in_channels = getattr(model, "config", {}).get("in_channels", 1)
@@ -163,16 +163,16 @@ def _check_generate(model, sched, *, n, sampler, steps, eta, guidance_scale, bat
         raise ValueError(f"the model must generate 1-channel 28x28 images (Fashion-MNIST), its in_channels is "
                          f"{in_channels}")
     if num_classes_of(model) is None and plan["guidance_scale"] != 1.0:
-        raise ValueError(f"guidance={plan['guidance_scale']} needs a class-conditional model; this one is "
-                         "unconditional (use guidance=1)")
+        raise ValueError(f"guidance_scale={plan['guidance_scale']} needs a class-conditional model; this one is "
+                         "unconditional (use guidance_scale=1)")
     return plan
 
 
 def evaluate_model(model: nn.Module, sched, *, n: int = 10000, sampler: str = "ddim", steps: int | None = None,
-                   eta: float = 0.0, guidance: float = 1.0, batch_size: int = 500, seed: int = 0, device=None,
+                   eta: float = 0.0, guidance_scale: float = 1.0, batch_size: int = 500, seed: int = 0, device=None,
                    classifier: nn.Module | None = None, root=None, callback=None) -> dict:
     """Sample ``n`` Fashion-MNIST images from a diffusion model (:func:`generate`) and score them with
-    :func:`evaluate_samples`. The sampling arguments (``sampler``, ``steps``, ``eta``, ``guidance``,
+    :func:`evaluate_samples`. The sampling arguments (``sampler``, ``steps``, ``eta``, ``guidance_scale``,
     ``batch_size``, ``seed``, ``device``) are those of :func:`generate`.
 
     Args:
@@ -187,7 +187,7 @@ def evaluate_model(model: nn.Module, sched, *, n: int = 10000, sampler: str = "d
         the metrics plus the sampling settings and ``seconds`` spent sampling.
     """
     samples, labels, settings = generate(model, sched, n=n, sampler=sampler, steps=steps, eta=eta,
-                                         guidance=guidance, batch_size=batch_size, seed=seed,
+                                         guidance_scale=guidance_scale, batch_size=batch_size, seed=seed,
                                          device=device, callback=callback)
     result = evaluate_samples(samples, labels, classifier=classifier, n=n, root=root)
     result.update(settings)
