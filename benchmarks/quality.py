@@ -32,7 +32,9 @@ from pathlib import Path
 import torch
 
 import minidiff as md
-from minidiff.evaluate import cpu_model, evaluate_samples, generate, machine_description, write_json
+from minidiff._io import write_json
+from minidiff.evaluate import evaluate_samples, generate
+from minidiff.runtime import cpu_model, machine_description
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def score(key):
             how = {"sampler": "ddpm", "variance": key["variance"]} if "sampler" in key else {"eta": key["eta"]}
-            samples, labels, settings = generate(model, sched, steps=key["steps"], guidance=args.guidance,
+            samples, labels, settings = generate(model, sched, steps=key["steps"], guidance_scale=args.guidance,
                                                  **how, **common)
             return {**evaluate_samples(samples, labels), "seconds": settings["seconds"]}
     else:
@@ -141,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         cells = [{"scale": s} for s in CFG_SCALES]
 
         def score(key):
-            samples, labels, settings = generate(model, sched, steps=args.steps, guidance=key["scale"], **common)
+            samples, labels, settings = generate(model, sched, steps=args.steps, guidance_scale=key["scale"],
+                                                 **common)
             return {**evaluate_samples(samples, labels), "diversity": md.class_diversity(samples, labels),
                     "seconds": settings["seconds"]}
 

@@ -1,7 +1,8 @@
-"""Writing files atomically: a reader (or a crash) never sees half a checkpoint, image or download."""
+"""Writing files atomically: a reader (or a crash) never sees half a checkpoint, image, download or result file."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -72,6 +73,12 @@ def check_writable(path) -> Path:
     except OSError as e:
         raise OSError(f"cannot write {str(path)!r}: {_cause(e)}") from None
     return path
+
+
+def write_json(path, obj) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    text = json.dumps(obj, indent=2) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def plain_file_mode() -> int:

@@ -10,6 +10,8 @@ from numbers import Integral, Real
 
 import torch
 
+from .runtime import model_device
+
 
 def check_tensor(x, name: str, *, finite: bool = True) -> torch.Tensor:
     """``x`` must be a floating-point tensor (and, by default, contain no NaN/inf)."""
@@ -173,11 +175,7 @@ def _sampling_device(model, x_T, device) -> torch.device:
         return torch.device(device)
     if x_T is not None:
         return x_T.device
-    params = getattr(model, "parameters", None)
-    if callable(params):
-        for p in params():
-            return p.device
-    return torch.device("cpu")
+    return model_device(model)
 
 
 def check_ddim_plan(plan: list[tuple], eta: float) -> None:

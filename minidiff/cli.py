@@ -402,7 +402,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     batches = math.ceil(args.n / max(args.batch_size, 1))          # generate() checks batch_size
     with progress_bar(batches * steps, "sample", args.quiet) as callback:
         result = evaluate_model(model, sched, n=args.n, sampler=args.sampler, steps=steps, eta=args.eta or 0.0,
-                                guidance=args.guidance, batch_size=args.batch_size, seed=args.seed,
+                                guidance_scale=args.guidance, batch_size=args.batch_size, seed=args.seed,
                                 device=device, classifier=classifier, callback=callback)
     result = {"ckpt": args.ckpt, "ema": not args.raw_weights, **result}
     if args.out:

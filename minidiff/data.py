@@ -116,7 +116,8 @@ def _not_found(title: str, places: list[Path], names: list[str], how: str, reaso
 
 
 # ------------------------------------------------------------------------------------------ downloads
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 hex digest of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -19,7 +19,7 @@ import types
 from importlib import resources
 from pathlib import Path
 
-from .data import _sha256
+from .data import file_sha256
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPOSITORY / "checkpoints"              # a clone's folder (an editable install reads it)
@@ -64,7 +64,7 @@ def pretrained(name: str) -> Path:
         raise FileNotFoundError(f"pretrained file {name} is in none of {', '.join(map(str, places))}. Reinstall "
                                 "minidiff (pip install --force-reinstall minidiff) or set MINIDIFF_CHECKPOINTS to "
                                 "a folder holding the file.")
-    if _sha256(found) != SHA256[name]:
+    if file_sha256(found) != SHA256[name]:
         from .checkpoint import CheckpointError
 
         raise CheckpointError(f"{found} does not match the SHA-256 recorded for {name} (a damaged or replaced "

@@ -1,7 +1,9 @@
-"""Where code runs and how long it may take: the device choice and the book's one budget switch."""
+"""Where code runs and how long it may take: the device choice, the book's one budget switch, and the
+description of the machine that result files record."""
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
@@ -29,3 +31,29 @@ def quick_mode() -> bool:
     if value:
         raise ValueError(f"MINIDIFF_QUICK must be 1/0 (or true/false), got {value!r}")
     return default_device().type == "cpu"
+
+
+def cpu_model() -> str:
+    """The processor's name (Linux ``/proc/cpuinfo``; elsewhere what ``platform`` knows), for result files."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def machine_description(device: torch.device) -> str:
+    """One line naming what ran on ``device``, for result files: the GPU's name, or the CPU's cores and threads."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA)"
+    return f"{os.cpu_count()}-core CPU ({platform.machine()}, {platform.system()}), {torch.get_num_threads()} threads"
+
+
+def model_device(model) -> torch.device:
+    """Where ``model`` computes: the device of its first parameter (the CPU for a callable without parameters,
+    such as :class:`~minidiff.OracleDenoiser`)."""
+    params = getattr(model, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return torch.device("cpu")

@@ -103,7 +103,8 @@ def test_the_api_page_documents_the_public_names():
     for expected in ("minidiff.schedules.NoiseSchedule", "minidiff.forward.q_sample", "minidiff.losses.eps_loss",
                      "minidiff.UNet", "minidiff.samplers.ddpm_sample", "minidiff.samplers.ddim_sample",
                      "minidiff.samplers.ddim_invert", "minidiff.guidance.cfg_combine",
-                     "minidiff.oracle.OracleDenoiser", "minidiff.train.TrainConfig", "minidiff.evaluate.fd_cls",
+                     "minidiff.oracle.OracleDenoiser", "minidiff.train.TrainConfig", "minidiff.metrics.fd_cls",
+                     "minidiff.classifier.Classifier", "minidiff.evaluate.evaluate_model",
                      "minidiff.data.load_fashion_mnist", "minidiff.exercises.check_q_sample"):
         assert expected in names, f"book/api.md no longer documents {expected}"
 
@@ -218,9 +219,27 @@ def test_performance_page_keeps_acceptance_verdicts_in_a_dropdown_at_the_end():
     assert ":::{dropdown}" in details and ":open:" not in details
 
 
+def test_performance_targets_come_from_their_data_file():
+    """benchmarks/targets.json holds the targets; the acceptance details show each one the results measure."""
+    import json
+
+    targets = json.loads((ROOT / "benchmarks" / "targets.json").read_text())
+    details = (BOOK / "performance.md").read_text().split("## Acceptance details", 1)[1]
+    bench = (ROOT / "benchmarks" / "bench.py").read_text()
+    assert re.search(r'^TARGETS = json\.loads\(.*"targets\.json"', bench, flags=re.M), "bench.py has targets of its own"
+    for device in ("cpu", "cuda"):
+        for key, target in targets[device].items():
+            wanted = f"at most {target}× diffusers' memory" if key == "train_peak_memory" else \
+                f"{target}× as fast as diffusers"
+            assert wanted in details, f"the acceptance details lack the {device} target {key} = {target}"
+
+
 def test_performance_page_prose_lives_in_the_template():
     template = (ROOT / "benchmarks" / "performance_template.md").read_text()
     page = (BOOK / "performance.md").read_text()
     assert "{{" not in page and "{%" not in page
     for sentence in ("## On your machine", "## Where the time goes", "## Acceptance details"):
         assert sentence in template
+    report = (ROOT / "benchmarks" / "report.py").read_text()
+    for phrase in ("layers per block", "as fast as diffusers", "Fashion-MNIST model", "the memory", "NCHW;"):
+        assert phrase not in report, f"benchmarks/report.py still writes the page's words: {phrase!r}"

@@ -213,7 +213,7 @@ def test_evaluate_model_end_to_end_with_the_exact_denoiser(monkeypatch):
     sched = md.NoiseSchedule.linear(T=1000)
     oracle = md.OracleDenoiser(x[:1000], sched, labels=y[:1000], num_classes=10)
     classifier = load_classifier()
-    result = evaluate.evaluate_model(oracle, sched, n=200, sampler="ddim", steps=20, guidance=1.0,
+    result = evaluate.evaluate_model(oracle, sched, n=200, sampler="ddim", steps=20, guidance_scale=1.0,
                                      batch_size=100, seed=0, classifier=classifier)
     assert result["n"] == 200 and result["steps"] == 20 and result["sampler"] == "ddim"
     assert result["class_agreement"] > 0.9
@@ -226,8 +226,9 @@ def test_evaluate_model_end_to_end_with_the_exact_denoiser(monkeypatch):
     assert settings["steps"] == 10 and settings["variance"] == "beta" and settings["eta"] is None
     with pytest.raises(ValueError, match="sampler must be one of 'ddim', 'ddpm'"):
         evaluate.evaluate_model(oracle, sched, n=10, sampler="euler", classifier=classifier)
-    with pytest.raises(ValueError, match="guidance=2.0 needs a class-conditional model"):
-        evaluate.evaluate_model(md.OracleDenoiser(x[:10], sched), sched, n=10, guidance=2.0, classifier=classifier)
+    with pytest.raises(ValueError, match="guidance_scale=2.0 needs a class-conditional model"):
+        evaluate.evaluate_model(md.OracleDenoiser(x[:10], sched), sched, n=10, guidance_scale=2.0,
+                                classifier=classifier)
 
 
 @needs_fashion_mnist
@@ -261,5 +262,24 @@ def test_evaluate_command(tmp_path, monkeypatch, capsys):
 
 
 def test_result_files_name_the_machine():
-    assert isinstance(evaluate.cpu_model(), str) and evaluate.cpu_model().strip()
-    assert evaluate.machine_description(torch.device("cpu")).endswith(f"{torch.get_num_threads()} threads")
+    from minidiff import runtime
+
+    assert isinstance(runtime.cpu_model(), str) and runtime.cpu_model().strip()
+    assert runtime.machine_description(torch.device("cpu")).endswith(f"{torch.get_num_threads()} threads")
+
+
+def test_moved_names_keep_their_old_imports():
+    """The classifier, the metrics and the result-file helpers left minidiff.evaluate; its old names still work."""
+    import minidiff as md
+    from minidiff import _io, classifier, metrics, runtime
+
+    homes = {classifier: ["CLASSIFIER_PATH", "IMAGE_SHAPE", "Classifier", "accuracy", "train_classifier",
+                          "save_classifier", "load_classifier"],
+             metrics: ["frechet_distance", "feature_stats", "fd_cls", "class_agreement", "class_diversity"],
+             runtime: ["cpu_model", "machine_description"], _io: ["write_json"]}
+    for module, names in homes.items():
+        for name in names:
+            assert getattr(evaluate, name) is getattr(module, name), name
+            assert name in evaluate.__all__, name
+    assert md.fd_cls is metrics.fd_cls and md.Classifier is classifier.Classifier
+    assert md.evaluate_samples is evaluate.evaluate_samples
