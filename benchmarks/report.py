@@ -290,6 +290,8 @@ def ablation(res: dict) -> dict | None:
     return dict(batch=a["batch"], repeats=a["repeats"], on_gpu=on_gpu,
                 rows=[dict(name=k, forward=f"{med(fwd[k]['wall_s']) * 1e3:,.0f}",
                            train=f"{med(trn[k]['wall_s']) * 1e3:,.0f}") for k in fwd],
+                whole=change(PLAIN, "minidiff NCHW, fused attention" if on_gpu else
+                             "minidiff channels-last, fused attention") if PLAIN in fwd else None,
                 fused=change("minidiff NCHW, unfused (math) attention", "minidiff NCHW, fused attention"),
                 channels_last=change("minidiff NCHW, fused attention", "minidiff channels-last, fused attention"),
                 groups=change("minidiff channels-last, num_groups=32", "minidiff channels-last, fused attention"),
@@ -300,6 +302,38 @@ def ablation(res: dict) -> dict | None:
                 heads=attention_heads(a.get("cifar_attention_heads_forward")),
                 upsample=transposed_upsampling(a.get("cifar_upsample_transposed")),
                 adamw=adamw_views(a.get("optimizer_step")))
+
+
+PLAIN = "minidiff plain (without minidiff.fast), NCHW"     # the ablation's row of the book's own U-Net
+
+
+def code_change(res: dict | None, results: Path) -> dict | None:
+    """The same benchmark on the same machine with the code before minidiff.fast (``<name>-before-minidiff-fast.json``
+    beside the newest CPU result): the speed-ups over diffusers before and after, per size and measure."""
+    if res is None:
+        return None
+    stem = f"{res['device']}-{res['date'][:10]}"
+    path = results / f"{stem}-before-minidiff-fast.json"
+    if not path.exists():
+        return None
+    before = json.loads(path.read_text())
+
+    def speedups(run: dict, size: str) -> dict:     # minidiff's eager path: speed-up with its paired range
+        return {m["key"]: m["speedup"] for m in measurements(run, size, run["sizes"][size])
+                if m["path"] == "minidiff" and m["speed"]}
+
+    def span(text: str) -> tuple[float, float]:    # "(lo–hi)" of a formatted speed-up
+        lo, hi = re.search(r"\(([\d.]+)–([\d.]+)\)", text).groups()
+        return float(lo), float(hi)
+
+    rows = [dict(size=size, key=key, before=was, after=speedups(res, size)[key])
+            for size, _ in sizes(res) if size in before["sizes"]
+            for key, was in speedups(before, size).items() if key in speedups(res, size)]
+    for row in rows:
+        (a, b), (c, d) = span(row["before"]), span(row["after"])
+        row["apart"] = b < c or d < a                 # the two runs' ranges do not overlap
+    return dict(file=path.name, code=before.get("code", ""), date=before["date"][:16].replace("T", " "),
+                after_date=res["date"][:16].replace("T", " "), rows=rows)
 
 
 def time_ratio(table: dict, old: str, new: str) -> str:
@@ -343,7 +377,8 @@ def adamw_views(opt: dict | None) -> dict | None:
     """One optimizer step of torch's fused AdamW against minidiff's, which hands it contiguous views (ms)."""
     if not opt:
         return None
-    slow, fast = (med(opt[k]["wall_s"]) * 1e3 for k in ("torch.optim.AdamW", "minidiff.train.AdamW"))
+    ours = "minidiff.fast.AdamW" if "minidiff.fast.AdamW" in opt else "minidiff.train.AdamW"   # its older home
+    slow, fast = (med(opt[k]["wall_s"]) * 1e3 for k in ("torch.optim.AdamW", ours))
     return dict(slow=f"{slow:,.1f}", fast=f"{fast:,.1f}", ratio=f"{slow / fast:.2f}")
 
 
@@ -450,6 +485,7 @@ def context(results: Path = RESULTS) -> dict:
                 cpu_span=speedup_span(by_id.get("cpu")), gpu_span=speedup_span(by_id.get("gpu")),
                 gpu_compiled_span=speedup_span(by_id.get("gpu"), "minidiff-compiled"),
                 threads=thread_probe(cpu), limit=gpu_limit(cpu, cuda), layout_bf16=gpu_layout(cuda_bf16),
+                moved=code_change(cpu, results),
                 anchor=GPU_ANCHOR, targets=TARGETS)
 
 

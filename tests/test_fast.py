@@ -457,7 +457,7 @@ def test_report_reads_both_namings_of_the_two_gpu_layouts():
     assert report.layouts(older) == report.layouts(newer) == (100.0, 120.0)
     assert report.layouts({"minidiff": {"images_per_s": 1.0}}) is None
     for name in ("minidiff", "minidiff-nchw", "minidiff-channels-last", "minidiff-compiled"):
-        assert (bench.path_suffix(name), name) in [(suffix, raw) for suffix, raw, _ in report.PATHS]
+        assert (bench.path_suffix(name), name) in list(report.PATHS)
 
 
 def test_bench_builds_minidiff_in_the_layout_train_uses():
@@ -474,7 +474,7 @@ def test_report_names_the_sizes_a_stopped_run_did_not_finish():
            "sizes": {"ddpm-cifar10-32px": {}}}
     assert report.unfinished(run) == ["fmnist-28px"]
     assert report.unfinished({**run, "partial": False}) == []
-    assert report.unfinished({"command": "bench.py --device cpu", "partial": True, "sizes": {}}) == list(report.LABELS)
+    assert report.unfinished({"command": "bench.py --device cpu", "partial": True, "sizes": {}}) == list(report.SIZES)
 
 
 def test_bench_adds_sizes_only_to_a_run_of_the_same_setup():
