@@ -233,9 +233,15 @@ def load_classifier(path=None, *, device=None) -> Classifier:
     """
     from safetensors.torch import load_file
 
+    from .checkpoint import CheckpointError
+
     path = _check_weights_file(path)
-    model = Classifier(**_weights_config(path))
-    model.load_state_dict(load_file(str(path)))
+    try:
+        model = Classifier(**_weights_config(path))
+        model.load_state_dict(load_file(str(path)))
+    except Exception as e:              # safetensors raises its own SafetensorError; torch a RuntimeError
+        raise CheckpointError(f"{path} is not a usable classifier weights file: "
+                              f"{' '.join(str(e).split())[:300]}") from e
     return model.to(device if device is not None else "cpu").eval()
 
 

@@ -283,3 +283,25 @@ def test_moved_names_keep_their_old_imports():
             assert name in evaluate.__all__, name
     assert md.fd_cls is metrics.fd_cls and md.Classifier is classifier.Classifier
     assert md.evaluate_samples is evaluate.evaluate_samples
+
+
+def test_a_damaged_or_mismatched_classifier_file_is_a_clear_error(tmp_path):
+    """A flipped byte in the header, or weights of another width than the stored config: a CheckpointError that
+    names the file, never a safetensors or torch traceback."""
+    import json as _json
+
+    from safetensors.torch import save_file
+
+    from minidiff.checkpoint import CheckpointError
+    from minidiff.classifier import Classifier, load_classifier, save_classifier
+
+    good = save_classifier(Classifier(), tmp_path / "good.safetensors")
+    damaged = bytearray(good.read_bytes())
+    damaged[10] ^= 0xFF
+    (tmp_path / "damaged.safetensors").write_bytes(bytes(damaged))
+    save_file(Classifier(width=16).state_dict(), str(tmp_path / "shape.safetensors"),
+              metadata={"config": _json.dumps({"width": 32})})
+    for name, cause in (("damaged", "header"), ("shape", "size mismatch")):
+        with pytest.raises(CheckpointError, match=rf"{name}\.safetensors is not a usable classifier .*{cause}"):
+            load_classifier(tmp_path / f"{name}.safetensors")
+    assert isinstance(load_classifier(good), Classifier)
