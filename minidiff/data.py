@@ -28,6 +28,7 @@ import pickle
 import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -163,8 +164,12 @@ def read_idx(path) -> np.ndarray:
     """Read an IDX file (optionally gzipped) of unsigned bytes into a numpy array of its stated shape."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise ValueError(f"{path} is not a readable gzip file ({e}): it is damaged or truncated; delete it and "
+                         f"install a good copy (see the data module: Debian package, MINIDIFF_DATA or a download)") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic {raw[:4].hex()!r}, "
                          "expected 000008 followed by the number of dimensions)")
@@ -201,6 +206,9 @@ def _load_idx_dataset(title: str, sub: str, spec: dict, split: str, root, downlo
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (images.shape[0],):
         raise ValueError(f"{found[0]} and {found[1]} must hold (N, 28, 28) images and (N,) labels, "
                          f"got {images.shape} and {labels.shape}")
+    if labels.size and int(labels.max()) > 9:
+        raise ValueError(f"{found[1]} holds label {int(labels.max())}; {title} has the 10 classes 0-9, so the file "
+                         "is damaged or of another data set")
     x = torch.from_numpy(images.copy()).unsqueeze(1).float().div_(127.5).sub_(1.0)     # (N, 1, 28, 28)
     return x, torch.from_numpy(labels.astype(np.int64))                                 # (N,)
 
@@ -261,14 +269,23 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        batch = _NumpyOnlyUnpickler(f, encoding="latin1").load()
+    try:
+        with open(path, "rb") as f:
+            batch = _NumpyOnlyUnpickler(f, encoding="latin1").load()
+    except (EOFError, ValueError, pickle.UnpicklingError) as e:
+        if isinstance(e, pickle.UnpicklingError) and str(e).startswith("refusing"):
+            raise
+        raise ValueError(f"{path} is not a readable CIFAR-10 batch ({type(e).__name__}: {e}): it is damaged or "
+                         "truncated; delete it and install a good copy") from None
     if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
         raise ValueError(f"{path} is not a CIFAR-10 batch (a dict with 'data' and 'labels')")
     data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
         raise ValueError(f"{path}: 'data' must be uint8 (N, 3072) with N labels, got {data.dtype} {data.shape} "
                          f"and labels {labels.shape}")
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) > 9):
+        raise ValueError(f"{path} holds labels in [{int(labels.min())}, {int(labels.max())}]; CIFAR-10 has the 10 "
+                         "classes 0-9, so the file is damaged")
     return data, labels
 
 

@@ -291,3 +291,57 @@ def test_tensor_loader_bad_arguments():
         TensorLoader(x, torch.zeros(3), batch_size=2)
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         TensorLoader([1, 2, 3], batch_size=1)
+
+
+# ------------------------------------------------------------------------------------------ damaged data files
+def _fashion_files(folder, labels=None, n: int = 5):
+    """The four Fashion-MNIST IDX files (gzipped), tiny: n images and their labels."""
+    import gzip as _gzip
+    import struct
+
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = list(range(n)) if labels is None else labels
+    for split, count in (("train", n), ("t10k", n)):
+        images = struct.pack(">BBBBIII", 0, 0, 8, 3, count, 28, 28) + bytes(count * 28 * 28)
+        labs = struct.pack(">BBBBI", 0, 0, 8, 1, count) + bytes(labels)
+        (folder / f"{split}-images-idx3-ubyte.gz").write_bytes(_gzip.compress(images))
+        (folder / f"{split}-labels-idx1-ubyte.gz").write_bytes(_gzip.compress(labs))
+    return folder
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda p: p.write_bytes(b"not gzip at all"), r"train-labels-idx1-ubyte\.gz is not a readable gzip file"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-6]), r"train-labels-idx1-ubyte\.gz is not a readable gzip file"),
+])
+def test_a_damaged_idx_file_is_named_with_how_to_get_a_good_copy(tmp_path, damage, message):
+    from minidiff.data import load_fashion_mnist
+
+    folder = _fashion_files(tmp_path / "fashion-mnist")
+    damage(folder / "train-labels-idx1-ubyte.gz")
+    with pytest.raises(ValueError, match=message + r".*good copy"):
+        load_fashion_mnist("train", root=folder, download=False)
+
+
+def test_labels_outside_the_ten_classes_are_refused(tmp_path):
+    from minidiff.data import load_fashion_mnist
+
+    folder = _fashion_files(tmp_path / "fashion-mnist", labels=[0, 1, 2, 3, 12])
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte\.gz holds label 12; .* 0-9"):
+        load_fashion_mnist("train", root=folder, download=False)
+
+
+def test_a_truncated_cifar_batch_is_named(tmp_path):
+    import pickle as _pickle
+
+    from minidiff.data import _read_cifar_batch
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(_pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1]})[:-20])
+    with pytest.raises(ValueError, match=r"data_batch_1 is not a readable CIFAR-10 batch .*good copy"):
+        _read_cifar_batch(path)
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"data_batch_1 is not a readable CIFAR-10 batch"):
+        _read_cifar_batch(path)
+    path.write_bytes(_pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 10]}))
+    with pytest.raises(ValueError, match=r"labels in \[0, 10\]"):
+        _read_cifar_batch(path)
