@@ -121,8 +121,18 @@ def check_labels(y, batch: int, num_classes: int | None, device: torch.device, n
     return y.to(device=device, dtype=torch.long)
 
 
+def check_generator(generator) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {generator!r} ({type(generator).__name__})"
+                        "; seed one with torch.Generator().manual_seed(0)")
+
+
 def randn(shape, *, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
     """Standard normal noise drawn from ``generator`` (on the generator's own device), moved to ``device``."""
+    check_generator(generator)
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating-point torch.dtype such as torch.float32 or torch.float64, "
+                        f"got {dtype!r}")
     gen_device = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
 
@@ -134,12 +144,14 @@ def noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
 
 def rand(n: int, *, generator: torch.Generator | None, device) -> torch.Tensor:
     """(n,) uniform numbers in [0, 1) drawn from ``generator`` (on its own device), moved to ``device``."""
+    check_generator(generator)
     gen_device = generator.device if generator is not None else device
     return torch.rand(n, generator=generator, device=gen_device).to(device)
 
 
 def randint(high: int, n: int, *, generator: torch.Generator | None, device) -> torch.Tensor:
     """(n,) integers uniform in [0, high) drawn from ``generator`` (on its own device), moved to ``device``."""
+    check_generator(generator)
     gen_device = generator.device if generator is not None else device
     return torch.randint(0, high, (n,), generator=generator, device=gen_device).to(device)
 
@@ -153,6 +165,8 @@ def check_sampling(model, shape, sched, *, y, guidance_scale, clip_x0=None, x_T=
     from .schedules import NoiseSchedule
     if not isinstance(sched, NoiseSchedule):
         raise TypeError(f"sched must be a NoiseSchedule, got {type(sched).__name__}")
+    if not callable(model):
+        raise TypeError(f"model must be callable as model(x_t, t, y) -> eps, got {type(model).__name__}")
     shape = tuple(shape)
     if len(shape) < 1 or any(not isinstance(s, int) or s < 1 for s in shape):
         raise ValueError(f"shape must be a tuple of positive ints (B, ...), got {shape}")
@@ -167,12 +181,19 @@ def check_sampling(model, shape, sched, *, y, guidance_scale, clip_x0=None, x_T=
             raise ValueError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}")
     device = _sampling_device(model, x_T, device)
     y = check_labels(y, shape[0], num_classes_of(model), device)
-    return ShapeCheckedModel(model, num_classes_of(model)), y, guidance_scale, device
+    return ShapeCheckedModel(model, num_classes_of(model), track_finite=True), y, guidance_scale, device
 
 
 def _sampling_device(model, x_T, device) -> torch.device:
     if device is not None:
-        return torch.device(device)
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be a torch device such as 'cpu', 'cuda', 'cuda:1' or 'mps', got "
+                             f"{device!r}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r} was requested but CUDA is not available; use 'cpu'")
+        return device
     if x_T is not None:
         return x_T.device
     return model_device(model)
@@ -200,12 +221,17 @@ class ShapeCheckedModel:
     Args:
         model: ``model(x_t, t, y) -> eps_hat``.
         num_classes: the model's number of classes, or None (guidance reads it from the wrapper).
+        track_finite: record whether each output is finite, for :meth:`check_finite` (the samplers do).
         output: the output's name in the error message.
         like: the name of the tensor whose shape the output must have, in the error message.
     """
 
-    def __init__(self, model, num_classes: int | None, *, output: str = "eps", like: str = "x_t"):
+    def __init__(self, model, num_classes: int | None, *, output: str = "eps", like: str = "x_t",
+                 track_finite: bool = False):
         self.model, self.num_classes, self.output, self.like = model, num_classes, output, like
+        self.track_finite = track_finite            # record, per call, whether every output is finite
+        self.finite: list[torch.Tensor] = []       # (on the device: no host sync until check_finite)
+        self.timesteps: list = []
 
     def __call__(self, x_t: torch.Tensor, t, y: torch.Tensor | None = None) -> torch.Tensor:
         eps = self.model(x_t, t, y)
@@ -213,4 +239,20 @@ class ShapeCheckedModel:
             got = tuple(eps.shape) if torch.is_tensor(eps) else type(eps).__name__
             raise ValueError(f"the model output ({self.output}) must have the shape of {self.like} "
                              f"{tuple(x_t.shape)}, got {got}")
+        if self.track_finite:
+            self.finite.append(torch.isfinite(eps).all())
+            self.timesteps.append(t)
         return eps
+
+    def check_finite(self) -> None:
+        """Raise ``FloatingPointError`` naming the first call whose output held NaN or inf: one host sync for
+        the whole run, made after the loop (a check per step would stall a GPU every step)."""
+        if not self.finite:
+            return
+        bad = (~torch.stack([f.to("cpu") for f in self.finite])).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            t = self.timesteps[i]
+            t = int(t.flatten()[0]) if torch.is_tensor(t) else t
+            raise FloatingPointError(f"the model's prediction ({self.output}) held NaN or inf at model call {i + 1} "
+                                     f"of {len(self.finite)} (timestep t={t}); the samples are not usable")

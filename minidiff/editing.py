@@ -60,8 +60,10 @@ def inpaint(model, x0: torch.Tensor, mask: torch.Tensor, sched: NoiseSchedule, *
                                                          y, guidance_scale)
     x = noise_like(x0, generator)                                                   # x_T ~ N(0, I)
     plan = ddim_plan(sched, ddim_timesteps(sched.T, steps, spacing), eta)
-    return repaint(model, x, x0, mask, sched, plan, resample=resample, y=y, guidance_scale=guidance_scale,
-                   generator=generator)
+    x = repaint(model, x, x0, mask, sched, plan, resample=resample, y=y, guidance_scale=guidance_scale,
+                generator=generator)
+    model.check_finite()                      # once, after the loop: a NaN/inf prediction names its step
+    return x
 
 
 @torch.no_grad()
@@ -128,7 +130,9 @@ def sdedit(model, x0: torch.Tensor, sched: NoiseSchedule, *, strength: float = 0
     t0_batch = torch.full((x0.shape[0],), t0, dtype=torch.long, device=x0.device)     # (B,)
     x_t0 = add_noise(x0, t0_batch, sched, noise)                                       # DDPM eq. (4)
     plan = ddim_plan(sched, ddim_timesteps(t0 + 1, steps, "trailing"), eta)   # trailing over [0, t0]: from t0
-    return ddim_loop(model, x_t0, plan, y, guidance_scale, generator=generator)
+    x = ddim_loop(model, x_t0, plan, y, guidance_scale, generator=generator)
+    model.check_finite()                      # once, after the loop: a NaN/inf prediction names its step
+    return x
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha) -> torch.Tensor:

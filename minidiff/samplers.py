@@ -9,6 +9,10 @@ Each public function checks its arguments in one call and then runs the math, wh
 :func:`ddpm_step` runs :func:`ddpm_update`, :func:`ddpm_sample` runs :func:`ddpm_loop`, :func:`ddim_step`
 runs :func:`ddim_update`, and :func:`ddim_sample` runs :func:`ddim_loop` over a :func:`ddim_plan`. The math
 functions take their arguments as valid.
+
+A model whose prediction holds NaN or inf makes the public samplers raise ``FloatingPointError`` naming the
+model call and its timestep. That is checked once, after the loop: a check per step would cost a host sync per
+step on a GPU.
 """
 from __future__ import annotations
 
@@ -143,8 +147,10 @@ def ddpm_sample(model, shape, sched: NoiseSchedule, *, y: torch.Tensor | None = 
                                                           guidance_scale, clip_x0, x_T, device)
     x = _start_noise(shape, x_T, generator, device, dtype)
     ts = ddim_timesteps(sched.T, sched.T if steps is None else steps, spacing)     # all T: T-1, ..., 0
-    return ddpm_loop(model, x, ts, sched, y, guidance_scale, variance=variance, clip_x0=clip_x0,
-                     generator=generator, callback=callback)
+    x = ddpm_loop(model, x, ts, sched, y, guidance_scale, variance=variance, clip_x0=clip_x0,
+                  generator=generator, callback=callback)
+    model.check_finite()                      # once, after the loop: a NaN/inf prediction names its step
+    return x
 
 
 @torch.no_grad()
@@ -277,7 +283,9 @@ def ddim_sample(model, shape, sched: NoiseSchedule, *, steps: int = 50, eta: flo
                                                                guidance_scale, clip_x0, x_T, device)
     x = _start_noise(shape, x_T, generator, device, dtype)
     plan = ddim_plan(sched, ddim_timesteps(sched.T, steps, spacing), eta)
-    return ddim_loop(model, x, plan, y, guidance_scale, clip_x0=clip_x0, generator=generator, callback=callback)
+    x = ddim_loop(model, x, plan, y, guidance_scale, clip_x0=clip_x0, generator=generator, callback=callback)
+    model.check_finite()                      # once, after the loop: a NaN/inf prediction names its step
+    return x
 
 
 def ddim_plan(sched: NoiseSchedule, ts: list[int], eta: float) -> list[tuple[int, int, float, float, float]]:
@@ -340,6 +348,7 @@ def ddim_invert(model, x0: torch.Tensor, sched: NoiseSchedule, *, steps: int = 5
         t_batch = torch.full((B,), t_next, dtype=torch.long, device=x.device)     # (B,)
         eps = guided_eps(model, x, t_batch, y, guidance_scale)
         x, _ = ddim_update(x, eps, _alpha_bar(sched, t), _alpha_bar(sched, t_next))
+    model.check_finite()                      # once, after the loop: a NaN/inf prediction names its step
     return x
 
 

@@ -193,6 +193,19 @@ CASES = [
      r"name must be one of 'linear', 'cosine', 'sigmoid' \(the schedule\); got 'quadratic'", "schedule_unknown"),
     (lambda: md.NoiseSchedule.linear(T=1).rescale_zero_terminal_snr(), ValueError,
      r"rescale_zero_terminal_snr needs T >= 2.*got T=1", "rescale_T1"),
+    # the public boundary: types of the sampling arguments
+    (lambda: md.ddim_sample(ORACLE, (4, 2), S, generator=0), TypeError,
+     r"generator must be a torch.Generator or None, got 0 \(int\)", "generator_int"),
+    (lambda: md.q_sample(X, 1, S, generator=0), TypeError, r"generator must be a torch.Generator", "q_sample_generator"),
+    (lambda: md.ddim_sample(ORACLE, (4, 2), S, device="bogus"), ValueError,
+     r"device must be a torch device such as 'cpu'.*got 'bogus'", "device_bogus"),
+    (lambda: md.ddim_sample(ORACLE, (4, 2), S, dtype=torch.int64), TypeError,
+     r"dtype must be a floating-point torch.dtype.*got torch.int64", "dtype_int"),
+    (lambda: md.ddim_sample(42, (4, 2), S), TypeError, r"model must be callable as model\(x_t, t, y\)", "model_int"),
+    (lambda: md.ddim_sample(lambda x, t, y=None: x * float("nan") if int(t[0]) < 30 else 0 * x, (4, 2), S, steps=10),
+     FloatingPointError, r"prediction \(eps\) held NaN or inf at model call 8 of 10 \(timestep t=29\)", "nan_model_ddim"),
+    (lambda: md.ddpm_sample(lambda x, t, y=None: x * float("inf"), (4, 2), S), FloatingPointError,
+     r"held NaN or inf at model call 1 of 100 \(timestep t=99\)", "inf_model_ddpm"),
 ]
 
 
