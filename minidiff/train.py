@@ -443,11 +443,15 @@ def _check_weights(models: dict, x0: torch.Tensor, labels, sched: NoiseSchedule,
         with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             loss = eps_loss(m, x0, sched, y=labels, generator=gen)
             n = min(4, len(x0))
-            few = ddim_sample(m, (n, *x0.shape[1:]), sched, steps=min(8, sched.T), generator=gen,
-                              y=None if labels is None else labels[:n])                # a short DDIM run
+            try:
+                few = ddim_sample(m, (n, *x0.shape[1:]), sched, steps=min(8, sched.T), generator=gen,
+                                  y=None if labels is None else labels[:n])            # a short DDIM run
+                sane = few.abs().max() <= bound                                         # NaN fails too
+            except FloatingPointError:                                                  # a NaN/inf prediction
+                sane = torch.tensor(False, device=x0.device)
         m.train(was_training)
         finite = torch.stack([torch.isfinite(p).all() for p in m.state_dict().values() if p.is_floating_point()])
-        bad.append(~(finite.all() & torch.isfinite(loss) & (few.abs().max() <= bound)))      # NaN fails too
+        bad.append(~(finite.all() & torch.isfinite(loss) & sane))
     bad = torch.stack(bad).to(torch.int32)                                           # (2,)
     if world > 1:
         dist.all_reduce(bad, op=dist.ReduceOp.MAX)
