@@ -121,6 +121,14 @@ def check_labels(y, batch: int, num_classes: int | None, device: torch.device, n
     return y.to(device=device, dtype=torch.long)
 
 
+def check_schedule(sched) -> None:
+    """``sched`` must be a :class:`~minidiff.NoiseSchedule`."""
+    from .schedules import NoiseSchedule          # imported here: schedules imports this module
+    if not isinstance(sched, NoiseSchedule):
+        raise TypeError(f"sched must be a NoiseSchedule (e.g. NoiseSchedule.linear(T=1000)), got "
+                        f"{sched!r:.60} ({type(sched).__name__})")
+
+
 def check_generator(generator) -> None:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {generator!r} ({type(generator).__name__})"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import check_same_shape, check_tensor, check_timesteps, noise_like
+from ._validate import check_same_shape, check_schedule, check_tensor, check_timesteps, noise_like
 from .schedules import NoiseSchedule, gather
 
 
@@ -116,6 +116,7 @@ def _given_or_drawn(noise: torch.Tensor | None, like: torch.Tensor, generator) -
 
 # ------------------------------------------------------------------------------------------ argument checks
 def _check_noising(x: torch.Tensor, t, sched: NoiseSchedule, noise, name: str) -> torch.Tensor:
+    check_schedule(sched)
     check_tensor(x, name)
     t = check_timesteps(t, sched.T, x.shape[0], x.device)
     if noise is not None:
@@ -125,6 +126,7 @@ def _check_noising(x: torch.Tensor, t, sched: NoiseSchedule, noise, name: str) -
 
 
 def _check_posterior(x0: torch.Tensor, x_t: torch.Tensor, t, sched: NoiseSchedule) -> torch.Tensor:
+    check_schedule(sched)
     check_tensor(x0, "x0")
     check_tensor(x_t, "x_t")
     check_same_shape(x0, x_t, "x0", "x_t")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ._validate import (ShapeCheckedModel, check_choice, check_labels, check_real, check_same_shape, check_timesteps,
-                        noise_like, rand, randint)
+                        check_schedule, noise_like, rand, randint)
 from .forward import add_noise
 from .guidance import num_classes_of
 from .schedules import NoiseSchedule
@@ -67,6 +67,7 @@ def simple_loss(model, x0: torch.Tensor, sched: NoiseSchedule, t: torch.Tensor, 
 def _check_eps_loss(model, x0, sched, y, p_uncond, t, noise, reduction) -> tuple:
     """Returns the model with its output shape checked, ``t`` as a (B,) tensor (or None), the labels on
     ``x0``'s device and ``p_uncond`` as a float."""
+    check_schedule(sched)
     check_choice(reduction, "reduction", ("mean", "none"))
     p_uncond = check_real(p_uncond, "p_uncond", low=0.0, high=1.0)
     if not torch.is_tensor(x0) or not x0.is_floating_point() or x0.ndim < 1:

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from ._validate import (check_choice, check_clip, check_ddim_plan, check_int, check_real, check_same_shape,
-                        check_sampling, check_tensor, noise_like, randn)
+                        check_sampling, check_schedule, check_tensor, noise_like, randn)
 from .conversions import eps_from_x0, x0_from_eps
 from .fast import CompiledModel  # noqa: F401  (it lives with the other speed paths; this import keeps working)
 from .guidance import guided_eps
@@ -354,6 +354,7 @@ def ddim_invert(model, x0: torch.Tensor, sched: NoiseSchedule, *, steps: int = 5
 
 # ------------------------------------------------------------------------------------------ argument checks
 def _check_ddpm_step(x_t, eps, t, sched, variance, clip_x0, noise, t_prev) -> tuple[int, int]:
+    check_schedule(sched)
     t = check_int(t, "t", low=0, high=sched.T - 1)
     t_prev = t - 1 if t_prev is None else check_int(t_prev, "t_prev", low=-1, high=t - 1)
     check_choice(variance, "variance", VARIANCES)
@@ -383,6 +384,7 @@ def _check_ddim_timesteps(T, steps, spacing) -> tuple[int, int]:
 
 
 def _check_ddim_step(x_t, eps, t, t_prev, sched, eta, clip_x0, noise) -> tuple[int, int, float]:
+    check_schedule(sched)
     t = check_int(t, "t", low=0, high=sched.T - 1)
     t_prev = check_int(t_prev, "t_prev", low=-1, high=t - 1)
     eta = check_real(eta, "eta", low=0.0)
