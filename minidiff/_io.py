@@ -21,11 +21,15 @@ def atomic_write(path, write: Callable[[BinaryIO], object]) -> Path:
     system (no space left, read-only, ...) becomes an ``OSError`` saying so. The new file gets the permissions a
     plain ``open(path, "w")`` would give (mkstemp's are 0o600).
     """
-    path = check_writable(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise OSError(f"cannot write {str(path)!r}: {_cause(e)}") from None
+    path = Path(path)
+    reason = _unwritable(path)
+    if reason is None:
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        except OSError as e:
+            reason = _cause(e)
+    if reason is not None:
+        raise OSError(f"cannot write {str(path)!r}: {reason}")
     try:
         os.chmod(tmp, plain_file_mode())
         with os.fdopen(fd, "wb") as f:
@@ -59,20 +63,35 @@ def check_writable(path) -> Path:
     parents) and a file created and removed there. Returns ``path`` as a Path; an ``OSError`` names the cause
     (a file where a folder must be, a folder at ``path``, read-only, no space left)."""
     path = Path(path)
+    reason = _unwritable(path) or _probe(path.parent)
+    if reason is not None:
+        raise OSError(f"cannot write {str(path)!r}: {reason}")
+    return path
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why no file can go at ``path``, or None once its folder exists (made with its parents if need be)."""
     if path.is_dir():
-        raise OSError(f"cannot write {str(path)!r}: it is a folder; give a file name")
+        return "it is a folder; give a file name"
     for folder in path.parents:
         if folder.exists():
             if not folder.is_dir():
-                raise OSError(f"cannot write {str(path)!r}: {str(folder)!r} is a file, not a folder")
+                return f"{str(folder)!r} is a file, not a folder"
             break
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
     except OSError as e:
-        raise OSError(f"cannot write {str(path)!r}: {_cause(e)}") from None
-    return path
+        return _cause(e)
+    return None
+
+
+def _probe(folder: Path) -> str | None:
+    """Why no file can be created in ``folder`` (read-only, no space left, ...), or None."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as e:
+        return _cause(e)
 
 
 def write_json(path, obj) -> Path:
@@ -109,12 +128,10 @@ def claim_folder(folder) -> Iterator[Path]:
     the ``with`` block ends, or when the process dies. Errors are ``OSError`` naming the folder and the cause
     (not a folder, read-only, no space left, in use by another run)."""
     folder = Path(folder)
-    try:
-        check_writable(folder / ".minidiff-probe")
-        fd = os.open(folder, os.O_RDONLY)                 # the lock is on the folder itself: no lock file
-    except OSError as e:
-        raise OSError(f"cannot write to the output folder {str(folder)!r}: "
-                      f"{_cause(e) if e.errno else str(e).split(': ', 1)[-1]}") from None
+    reason = _unwritable(folder / "ckpt") or _probe(folder)
+    if reason is not None:
+        raise OSError(f"cannot write to the output folder {str(folder)!r}: {reason}")
+    fd = os.open(folder, os.O_RDONLY)                    # the lock is on the folder itself: no lock file
     try:
         if fcntl is not None:
             try:

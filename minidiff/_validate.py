@@ -125,8 +125,8 @@ def check_schedule(sched) -> None:
     """``sched`` must be a :class:`~minidiff.NoiseSchedule`."""
     from .schedules import NoiseSchedule          # imported here: schedules imports this module
     if not isinstance(sched, NoiseSchedule):
-        raise TypeError(f"sched must be a NoiseSchedule (e.g. NoiseSchedule.linear(T=1000)), got "
-                        f"{sched!r:.60} ({type(sched).__name__})")
+        raise TypeError(f"sched must be a NoiseSchedule, got {type(sched).__name__} ({sched!r:.60}); build one "
+                        "with e.g. NoiseSchedule.linear(T=1000)")
 
 
 def check_generator(generator) -> None:
@@ -169,10 +169,8 @@ def check_sampling(model, shape, sched, *, y, guidance_scale, clip_x0=None, x_T=
     """The arguments every sampler shares. Returns ``(model, y, guidance_scale, device)``: the model wrapped
     in :class:`ShapeCheckedModel`, the labels on the sampling device, the scale as a float, and that device
     (``device``, else ``x_T``'s, else the model's)."""
-    from .guidance import num_classes_of          # imported here: schedules and guidance import this module
-    from .schedules import NoiseSchedule
-    if not isinstance(sched, NoiseSchedule):
-        raise TypeError(f"sched must be a NoiseSchedule, got {type(sched).__name__}")
+    from .guidance import num_classes_of          # imported here: guidance imports this module
+    check_schedule(sched)
     if not callable(model):
         raise TypeError(f"model must be callable as model(x_t, t, y) -> eps, got {type(model).__name__}")
     shape = tuple(shape)

@@ -197,7 +197,7 @@ CASES = [
     (lambda: md.ddim_sample(ORACLE, (4, 2), S, generator=0), TypeError,
      r"generator must be a torch.Generator or None, got 0 \(int\)", "generator_int"),
     (lambda: md.q_sample(X, 1, S, generator=0), TypeError, r"generator must be a torch.Generator", "q_sample_generator"),
-    (lambda: md.q_sample(X, 1, "linear"), TypeError, r"sched must be a NoiseSchedule .*got 'linear' \(str\)",
+    (lambda: md.q_sample(X, 1, "linear"), TypeError, r"sched must be a NoiseSchedule, got str \('linear'\)",
      "q_sample_sched_str"),
     (lambda: md.q_posterior(X, X, 1, None), TypeError, r"sched must be a NoiseSchedule", "q_posterior_sched_none"),
     (lambda: md.ddpm_step(X, X, 5, "linear"), TypeError, r"sched must be a NoiseSchedule", "ddpm_step_sched_str"),
