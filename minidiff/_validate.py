@@ -21,9 +21,28 @@ def check_tensor(x, name: str, *, finite: bool = True) -> torch.Tensor:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.ndim < 1:
         raise ValueError(f"{name} must have a batch dimension, got a 0-d tensor")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); it needs at least one example")
     if finite and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or inf values; all entries must be finite")
     return x
+
+
+def check_model_dtype(model, dtype: torch.dtype, what: str) -> None:
+    """A model with floating-point weights must compute in their precision: ``what`` (the input, in ``dtype``)
+    in another one would fail inside the first layer with a message about bias types."""
+    params = getattr(model, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    if first is not None and first.is_floating_point() and first.dtype != dtype:
+        raise TypeError(f"{what} is {dtype} but the model's weights are {first.dtype}; use one precision for both, "
+                        f"e.g. model.to({first.dtype}) and dtype={first.dtype}")
+
+
+def check_dtype(dtype) -> None:
+    """``dtype`` is None (the default precision) or a floating-point torch.dtype."""
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating-point torch.dtype such as torch.float32 or torch.float64, "
+                        f"got {dtype!r}")
 
 
 def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
@@ -138,9 +157,7 @@ def check_generator(generator) -> None:
 def randn(shape, *, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
     """Standard normal noise drawn from ``generator`` (on the generator's own device), moved to ``device``."""
     check_generator(generator)
-    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-        raise TypeError(f"dtype must be a floating-point torch.dtype such as torch.float32 or torch.float64, "
-                        f"got {dtype!r}")
+    check_dtype(dtype)
     gen_device = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
 
@@ -165,14 +182,19 @@ def randint(high: int, n: int, *, generator: torch.Generator | None, device) -> 
 
 
 def check_sampling(model, shape, sched, *, y, guidance_scale, clip_x0=None, x_T=None,
-                   device=None) -> tuple:
+                   device=None, dtype=None, callback=None) -> tuple:
     """The arguments every sampler shares. Returns ``(model, y, guidance_scale, device)``: the model wrapped
     in :class:`ShapeCheckedModel`, the labels on the sampling device, the scale as a float, and that device
-    (``device``, else ``x_T``'s, else the model's)."""
+    (``device``, else ``x_T``'s, else the model's). The sampling precision (``dtype``, else ``x_T``'s, else
+    float32) must be the model's."""
     from .guidance import num_classes_of          # imported here: guidance imports this module
     check_schedule(sched)
     if not callable(model):
         raise TypeError(f"model must be callable as model(x_t, t, y) -> eps, got {type(model).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable as callback(i, t, x_t, x0_hat) or None, got "
+                        f"{type(callback).__name__}")
+    check_dtype(dtype)
     shape = tuple(shape)
     if len(shape) < 1 or any(not isinstance(s, int) or s < 1 for s in shape):
         raise ValueError(f"shape must be a tuple of positive ints (B, ...), got {shape}")
@@ -185,6 +207,9 @@ def check_sampling(model, shape, sched, *, y, guidance_scale, clip_x0=None, x_T=
         check_tensor(x_T, "x_T")
         if tuple(x_T.shape) != shape:
             raise ValueError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}")
+    check_model_dtype(model, dtype or (x_T.dtype if x_T is not None else torch.float32),
+                      "the sampling precision" + ("" if dtype else " (x_T's dtype)" if x_T is not None else
+                                                  " (float32 by default)"))
     device = _sampling_device(model, x_T, device)
     y = check_labels(y, shape[0], num_classes_of(model), device)
     return ShapeCheckedModel(model, num_classes_of(model), track_finite=True), y, guidance_scale, device

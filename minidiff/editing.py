@@ -186,7 +186,7 @@ def _check_inpaint(model, x0, mask, sched, steps, resample, eta, spacing, y, gui
     eta = check_real(eta, "eta", low=0.0)
     check_int(steps, "steps", low=1, high=sched.T if isinstance(sched, NoiseSchedule) else None)
     model, y, guidance_scale, _ = check_sampling(model, x0.shape, sched, y=y, guidance_scale=guidance_scale,
-                                                 device=x0.device)
+                                                 device=x0.device, dtype=x0.dtype)
     check_ddim_plan(ddim_plan(sched, ddim_timesteps(sched.T, steps, spacing), eta), eta)
     return model, mask, y, guidance_scale, eta
 
@@ -210,7 +210,7 @@ def _check_sdedit(model, x0, sched, strength, steps, eta, y, guidance_scale, noi
         check_same_shape(x0, noise, "x0", "noise")
         check_tensor(noise, "noise")
     model, y, guidance_scale, _ = check_sampling(model, x0.shape, sched, y=y, guidance_scale=guidance_scale,
-                                                 device=x0.device)
+                                                 device=x0.device, dtype=x0.dtype)
     check_ddim_plan(ddim_plan(sched, ddim_timesteps(t0 + 1, steps, "trailing"), eta), eta)
     return model, t0, y, guidance_scale, eta
 
@@ -218,6 +218,7 @@ def _check_sdedit(model, x0, sched, strength, steps, eta, y, guidance_scale, noi
 def _check_slerp(z0, z1, alpha) -> torch.Tensor:
     """Returns ``alpha`` as a tensor in ``z0``'s dtype and device."""
     check_tensor(z0, "z0")
+    check_tensor(z1, "z1")
     check_same_shape(z0, z1, "z0", "z1")
     alpha = torch.as_tensor(alpha, dtype=z0.dtype, device=z0.device)
     if alpha.ndim > 1 or (alpha.ndim == 1 and alpha.shape[0] != z0.shape[0]):

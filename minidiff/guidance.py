@@ -79,6 +79,8 @@ def _check_cfg_combine(eps_uncond, eps_cond, guidance_scale) -> float:
     for name, eps in (("eps_uncond", eps_uncond), ("eps_cond", eps_cond)):
         if not torch.is_tensor(eps) or not eps.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {type(eps).__name__}")
+        if not bool(torch.isfinite(eps).all()):
+            raise ValueError(f"{name} contains NaN or inf values; all entries must be finite")
     if eps_uncond.shape != eps_cond.shape:
         raise ValueError(f"eps_cond must have the shape of eps_uncond: got {tuple(eps_cond.shape)} vs "
                          f"{tuple(eps_uncond.shape)}")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import (ShapeCheckedModel, check_choice, check_labels, check_real, check_same_shape, check_timesteps,
-                        check_schedule, noise_like, rand, randint)
+from ._validate import (ShapeCheckedModel, check_choice, check_labels, check_model_dtype, check_real, check_same_shape,
+                        check_schedule, check_tensor, check_timesteps, noise_like, rand, randint)
 from .forward import add_noise
 from .guidance import num_classes_of
 from .schedules import NoiseSchedule
@@ -34,6 +34,7 @@ def eps_loss(model, x0: torch.Tensor, sched: NoiseSchedule, y: torch.Tensor | No
         noise: optional (B, ...) eps; standard normal when omitted.
         reduction: ``"mean"`` (a scalar) or ``"none"`` (one loss per sample, shape (B,)).
 
+    Raises ValueError when ``x0`` or ``noise`` holds NaN or inf (a check that waits for the device once per call).
     Introduced in chapter 3.
     """
     model, t, y, p_uncond = _check_eps_loss(model, x0, sched, y, p_uncond, t, noise, reduction)
@@ -70,12 +71,13 @@ def _check_eps_loss(model, x0, sched, y, p_uncond, t, noise, reduction) -> tuple
     check_schedule(sched)
     check_choice(reduction, "reduction", ("mean", "none"))
     p_uncond = check_real(p_uncond, "p_uncond", low=0.0, high=1.0)
-    if not torch.is_tensor(x0) or not x0.is_floating_point() or x0.ndim < 1:
-        raise TypeError(f"x0 must be a floating-point tensor with a batch dimension, got {x0!r:.80}")
+    check_tensor(x0, "x0")
+    check_model_dtype(model, x0.dtype, "x0")
     B, device = x0.shape[0], x0.device
     if t is not None:
         t = check_timesteps(t, sched.T, B, device)
     if noise is not None:
+        check_tensor(noise, "noise")
         check_same_shape(x0, noise, "x0", "noise")
     num_classes = num_classes_of(model)
     if p_uncond > 0 and (y is None or num_classes is None):

@@ -66,7 +66,7 @@ def _check_gaussians(mu1, cov1, mu2, cov2) -> tuple[torch.Tensor, ...]:
     if mu1.ndim != 1:
         raise ValueError(f"mu1 must be a vector (d,), got shape {tuple(mu1.shape)}")
     d = mu1.shape[0]
-    for name, v, shape in (("mu2", mu2, (d,)), ("cov1", cov1, (d, d)), ("cov2", cov2, (d, d))):
+    for name, v, shape in (("mu1", mu1, (d,)), ("mu2", mu2, (d,)), ("cov1", cov1, (d, d)), ("cov2", cov2, (d, d))):
         if tuple(v.shape) != shape:
             raise ValueError(f"{name} must have shape {shape} to match mu1, got {tuple(v.shape)}")
         if not bool(torch.isfinite(v).all()):

@@ -23,7 +23,7 @@ import torch
 
 from ._validate import (check_choice, check_clip, check_ddim_plan, check_int, check_real, check_same_shape,
                         check_sampling, check_schedule, check_tensor, noise_like, randn)
-from .conversions import eps_from_x0, x0_from_eps
+from .conversions import _eps_from_x0, _x0_from_eps
 from .fast import CompiledModel  # noqa: F401  (it lives with the other speed paths; this import keeps working)
 from .guidance import guided_eps
 from .schedules import NoiseSchedule
@@ -89,7 +89,7 @@ def ddpm_update(x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, sched
     :func:`ddpm_step`'s. Returns ``(x_prev, x0_hat)``, both (B, ...).
     """
     coef_x0, coef_xt, var = _posterior(sched, t, t_prev, variance)              # eq. (7)'s coefficients
-    x0_hat = x0_from_eps(x_t, eps, _alpha_bar(sched, t))                        # DDPM eq. (15)
+    x0_hat = _x0_from_eps(x_t, eps, _alpha_bar(sched, t))                        # DDPM eq. (15)
     if clip_x0 is not None:
         x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
     mean = coef_x0 * x0_hat + coef_xt * x_t                                     # DDPM eq. (7)
@@ -144,7 +144,7 @@ def ddpm_sample(model, shape, sched: NoiseSchedule, *, y: torch.Tensor | None = 
         x_0, the samples, of ``shape``. Introduced in chapter 5.
     """
     model, y, guidance_scale, device = _check_ddpm_sample(model, shape, sched, variance, steps, spacing, y,
-                                                          guidance_scale, clip_x0, x_T, device)
+                                                          guidance_scale, clip_x0, x_T, device, dtype, callback)
     x = _start_noise(shape, x_T, generator, device, dtype)
     ts = ddim_timesteps(sched.T, sched.T if steps is None else steps, spacing)     # all T: T-1, ..., 0
     x = ddpm_loop(model, x, ts, sched, y, guidance_scale, variance=variance, clip_x0=clip_x0,
@@ -213,10 +213,10 @@ def ddim_update(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: float, alpha_ba
     Runs in either direction (``alpha_bar_prev`` < ``alpha_bar`` encodes: DDIM inversion). ``x_t``, ``eps``
     and ``noise`` (the z, used when sigma > 0) are (B, ...). Returns (x_prev, x0_hat).
     """
-    x0_hat = x0_from_eps(x_t, eps, alpha_bar)                                   # the predicted x_0
+    x0_hat = _x0_from_eps(x_t, eps, alpha_bar)                                  # the predicted x_0
     if clip_x0 is not None:
         x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
-        eps = eps_from_x0(x_t, x0_hat, alpha_bar)       # the noise consistent with the clipped x0_hat
+        eps = _eps_from_x0(x_t, x0_hat, alpha_bar)      # the noise consistent with the clipped x0_hat
     x_prev = alpha_bar_prev**0.5 * x0_hat + (1.0 - alpha_bar_prev - sigma**2) ** 0.5 * eps
     if sigma > 0:
         x_prev = x_prev + sigma * noise
@@ -280,7 +280,8 @@ def ddim_sample(model, shape, sched: NoiseSchedule, *, steps: int = 50, eta: flo
     Introduced in chapter 6.
     """
     model, y, guidance_scale, eta, device = _check_ddim_sample(model, shape, sched, steps, eta, spacing, y,
-                                                               guidance_scale, clip_x0, x_T, device)
+                                                               guidance_scale, clip_x0, x_T, device, dtype,
+                                                               callback)
     x = _start_noise(shape, x_T, generator, device, dtype)
     plan = ddim_plan(sched, ddim_timesteps(sched.T, steps, spacing), eta)
     x = ddim_loop(model, x, plan, y, guidance_scale, clip_x0=clip_x0, generator=generator, callback=callback)
@@ -359,19 +360,22 @@ def _check_ddpm_step(x_t, eps, t, sched, variance, clip_x0, noise, t_prev) -> tu
     t_prev = t - 1 if t_prev is None else check_int(t_prev, "t_prev", low=-1, high=t - 1)
     check_choice(variance, "variance", VARIANCES)
     check_clip(clip_x0)
+    check_tensor(x_t, "x_t")
+    check_tensor(eps, "eps")
     check_same_shape(x_t, eps, "x_t", "eps")
     if t_prev >= 0:
         if noise is None:
             raise ValueError(f"noise is required for the DDPM step at t={t} > 0")
+        check_tensor(noise, "noise")
         check_same_shape(x_t, noise, "x_t", "noise")
     return t, t_prev
 
 
 def _check_ddpm_sample(model, shape, sched, variance, steps, spacing, y, guidance_scale, clip_x0, x_T,
-                       device) -> tuple:
+                       device, dtype, callback) -> tuple:
     check_choice(variance, "variance", VARIANCES)
     checked = check_sampling(model, shape, sched, y=y, guidance_scale=guidance_scale, clip_x0=clip_x0, x_T=x_T,
-                             device=device)
+                             device=device, dtype=dtype, callback=callback)
     _check_ddim_timesteps(sched.T, sched.T if steps is None else steps, spacing)
     return checked
 
@@ -389,6 +393,8 @@ def _check_ddim_step(x_t, eps, t, t_prev, sched, eta, clip_x0, noise) -> tuple[i
     t_prev = check_int(t_prev, "t_prev", low=-1, high=t - 1)
     eta = check_real(eta, "eta", low=0.0)
     check_clip(clip_x0)
+    check_tensor(x_t, "x_t")
+    check_tensor(eps, "eps")
     check_same_shape(x_t, eps, "x_t", "eps")
     a, a_prev = _alpha_bar(sched, t), _alpha_bar(sched, t_prev)
     sigma = ddim_sigma(a, a_prev, eta)
@@ -396,16 +402,18 @@ def _check_ddim_step(x_t, eps, t, t_prev, sched, eta, clip_x0, noise) -> tuple[i
     if sigma > 0:
         if noise is None:
             raise ValueError(f"noise is required for the DDIM step {t} -> {t_prev} with eta={eta}")
+        check_tensor(noise, "noise")
         check_same_shape(x_t, noise, "x_t", "noise")
     return t, t_prev, eta
 
 
 def _check_ddim_sample(model, shape, sched, steps, eta, spacing, y, guidance_scale, clip_x0, x_T,
-                       device) -> tuple:
+                       device, dtype, callback) -> tuple:
     eta = check_real(eta, "eta", low=0.0)
     check_int(steps, "steps", low=1, high=sched.T if isinstance(sched, NoiseSchedule) else None)
     model, y, guidance_scale, device = check_sampling(model, shape, sched, y=y, guidance_scale=guidance_scale,
-                                                      clip_x0=clip_x0, x_T=x_T, device=device)
+                                                      clip_x0=clip_x0, x_T=x_T, device=device, dtype=dtype,
+                                                      callback=callback)
     check_ddim_plan(ddim_plan(sched, ddim_timesteps(sched.T, steps, spacing), eta), eta)
     return model, y, guidance_scale, eta, device
 

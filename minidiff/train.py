@@ -346,6 +346,12 @@ def _check_data(data, config: TrainConfig):
         raise ValueError(f"data x must be a float tensor (N, dim) or (N, C, H, W), got {x!r:.80}")
     if (x.ndim == 2) != (config.model == "mlp"):
         raise ValueError(f"data x of shape {tuple(x.shape)} does not fit model={config.model!r}")
+    if len(x) == 0:
+        raise ValueError(f"data x is empty (shape {tuple(x.shape)}); it needs at least one example")
+    if not bool(torch.isfinite(x).all()):               # once, here: not a host sync in every step's loss
+        bad = (~torch.isfinite(x.reshape(len(x), -1))).any(dim=1).nonzero().flatten()
+        raise ValueError(f"data x contains NaN or inf values in {len(bad)} of its {len(x)} examples (the first at "
+                         f"index {int(bad[0])}); all entries must be finite")
     if config.limit is not None:
         x, y = x[:config.limit], (None if y is None else y[:config.limit])
     if not config.conditional:

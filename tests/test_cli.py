@@ -421,3 +421,37 @@ def test_a_full_disk_is_reported_as_such_and_leaves_no_file(tmp_path):
         assert not list((disk / "run").iterdir())                               # no .tmp, no ckpt.pt
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def _holds_a_lock(pid: int) -> bool:
+    """Whether process ``pid`` holds a flock (Linux's /proc/locks, read without taking any lock ourselves)."""
+    with open("/proc/locks") as f:
+        return any(line.split()[1] == "FLOCK" and line.split()[4] == str(pid) for line in f if len(line.split()) > 4)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs Linux's /proc/locks")
+def test_a_second_run_into_the_same_folder_is_refused_until_the_first_one_dies(tmp_path):
+    """Two real processes: while one trains into --out, another is refused with a one-line error; once the
+    first is killed (SIGKILL: no clean-up code runs) the folder is free again."""
+    import time
+
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "minidiff", "train", "--dataset", "moons", "--steps", "100000",
+                              "--T", "20", "--sample-every", "0", "--out", str(out), "--quiet"],
+                             env={**os.environ, "PYTHONPATH": REPO}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not _holds_a_lock(first.pid):
+            assert first.poll() is None, first.stderr.read().decode()
+            assert time.monotonic() < deadline, "the first run never locked its folder"
+            time.sleep(0.1)
+        code, _, err = _cli("train", "--dataset", "moons", "--steps", "2", "--T", "20", "--out", str(out), "--quiet")
+        _one_line_error(code, err, "train", "is in use by another run")
+        assert first.poll() is None                                    # the first run was not disturbed
+    finally:
+        first.kill()
+        first.wait()
+    code, out_text, err = _cli("train", "--dataset", "moons", "--steps", "2", "--T", "20", "--sample-every", "0",
+                               "--out", str(out), "--quiet")
+    assert code == 0, err
+    assert load_model(out / "ckpt.pt", device="cpu")[2]["step"] == 2

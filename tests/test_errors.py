@@ -14,6 +14,7 @@ ORACLE = md.OracleDenoiser(POINTS, S, labels=torch.tensor([0, 1, 2, 2]))   # num
 PLAIN = md.OracleDenoiser(POINTS, S)
 ONE_CLASS = md.OracleDenoiser(POINTS, S, labels=torch.tensor([0, 0, 0, 0]), num_classes=2)   # class 1 is empty
 Y = torch.tensor([0, 1, 2, 0])
+MLP = md.MLPDenoiser()                                                    # float32 weights, 2-D data
 NAN = torch.tensor([[0.0, float("nan")], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
 
 
@@ -213,6 +214,57 @@ CASES = [
      FloatingPointError, r"prediction \(eps\) held NaN or inf at model call 8 of 10 \(timestep t=29\)", "nan_model_ddim"),
     (lambda: md.ddpm_sample(lambda x, t, y=None: x * float("inf"), (4, 2), S), FloatingPointError,
      r"held NaN or inf at model call 1 of 100 \(timestep t=99\)", "inf_model_ddpm"),
+    (lambda: md.ddim_sample(PLAIN, (4, 2), S, steps=5, callback="print"), TypeError,
+     r"callback must be callable as callback\(i, t, x_t, x0_hat\) or None, got str", "callback_str"),
+    (lambda: md.ddpm_sample(PLAIN, (4, 2), S, callback=1), TypeError, r"callback must be callable", "ddpm_callback"),
+    (lambda: md.ddim_sample(MLP, (4, 2), S, steps=5, dtype=torch.float64), TypeError,
+     r"the sampling precision is torch.float64 but the model's weights are torch.float32", "sampler_dtype_mismatch"),
+    (lambda: md.ddim_sample(MLP, (4, 2), S, steps=5, x_T=X.double()), TypeError,
+     r"the sampling precision \(x_T's dtype\) is torch.float64 but the model's weights are torch.float32",
+     "sampler_x_T_dtype_mismatch"),
+    (lambda: md.eps_loss(MLP, X.double(), S), TypeError, r"x0 is torch.float64 but the model's weights are torch.float32",
+     "loss_dtype_mismatch"),
+    (lambda: md.sdedit(MLP, X.double(), S, strength=0.5, steps=3), TypeError,
+     r"is torch.float64 but the model's weights are torch.float32", "sdedit_dtype_mismatch"),
+    # ---- empty batches and non-finite tensors entering the public math
+    (lambda: md.q_sample(torch.zeros(0, 2), 1, S), ValueError,
+     r"x0 is an empty batch \(shape \(0, 2\)\); it needs at least one example", "q_sample_empty"),
+    (lambda: md.eps_loss(conditional_zero, torch.zeros(0, 2), S), ValueError, r"x0 is an empty batch", "loss_empty"),
+    (lambda: md.ddim_invert(PLAIN, torch.zeros(0, 2), S, steps=5), ValueError, r"x0 is an empty batch",
+     "invert_empty"),
+    (lambda: md.eps_loss(conditional_zero, NAN, S), ValueError, r"x0 contains NaN or inf", "loss_x0_nan"),
+    (lambda: md.eps_loss(conditional_zero, X, S, noise=NAN), ValueError, r"noise contains NaN or inf", "loss_noise_nan"),
+    (lambda: md.q_sample(X, 1, S, noise=NAN), ValueError, r"noise contains NaN or inf", "q_sample_noise_nan"),
+    (lambda: md.ddpm_step(X, NAN, 5, S, noise=X), ValueError, r"eps contains NaN or inf", "ddpm_step_eps_nan"),
+    (lambda: md.ddpm_step(NAN, X, 5, S, noise=X), ValueError, r"x_t contains NaN or inf", "ddpm_step_x_t_nan"),
+    (lambda: md.ddpm_step(X, X, 5, S, noise=NAN), ValueError, r"noise contains NaN or inf", "ddpm_step_noise_nan"),
+    (lambda: md.ddim_step(X, NAN, 5, 4, S), ValueError, r"eps contains NaN or inf", "ddim_step_eps_nan"),
+    (lambda: md.ddim_step(X, X, 50, 40, S, eta=1.0, noise=NAN), ValueError, r"noise contains NaN or inf",
+     "ddim_step_noise_nan"),
+    (lambda: md.slerp(X + 1, NAN, 0.5), ValueError, r"z1 contains NaN or inf", "slerp_z1_nan"),
+    (lambda: md.cfg_combine(X, NAN, 2.0), ValueError, r"eps_cond contains NaN or inf", "cfg_eps_cond_nan"),
+    (lambda: md.frechet_distance(torch.tensor([float("nan"), 0.0]), torch.eye(2), torch.zeros(2), torch.eye(2)),
+     ValueError, r"mu1 contains NaN or inf", "frechet_mu1_nan"),
+    # ---- the conversions between eps, x_0 and v
+    (lambda: md.x0_from_eps(X, X, 1.5), ValueError, r"alpha_bar must be in \[0.0, 1.0\], got 1.5", "x0_from_eps_ab_1.5"),
+    (lambda: md.x0_from_eps(X, X, -0.1), ValueError, r"alpha_bar must be in \[0.0, 1.0\], got -0.1",
+     "x0_from_eps_ab_negative"),
+    (lambda: md.eps_from_x0(X, X, 1.0), ValueError, r"alpha_bar must be in \[0.0, 1.0\), got 1.0",
+     "eps_from_x0_ab_one"),
+    (lambda: md.eps_from_x0(X, X, torch.tensor([[0.5], [0.5], [1.0], [0.5]])), ValueError,
+     r"alpha_bar must lie in \[0, 1\), got values in \[0.5, 1.0\]", "eps_from_x0_ab_tensor_one"),
+    (lambda: md.x0_from_v(X, X, torch.tensor([[0.5], [float("nan")], [0.5], [0.5]])), ValueError,
+     r"alpha_bar must lie in \[0, 1\]", "x0_from_v_ab_nan"),
+    (lambda: md.eps_from_v(X, X, torch.tensor([0, 1, 1, 0])), TypeError,
+     r"alpha_bar must be a float or a floating-point tensor, got dtype torch.int64", "eps_from_v_ab_int"),
+    (lambda: md.v_from_eps(X, X, torch.full((3, 1), 0.5)), ValueError,
+     r"alpha_bar of shape \(3, 1\) must broadcast against x0 \(4, 2\) without changing its shape, e.g. shape \(4, 1\)",
+     "v_from_eps_ab_shape"),
+    (lambda: md.v_from_eps(X, torch.zeros(4, 1), 0.5), ValueError, r"eps must have the same shape as x0: got \(4, 1\)",
+     "v_from_eps_broadcast"),
+    (lambda: md.x0_from_eps(X, NAN, 0.5), ValueError, r"eps contains NaN or inf", "x0_from_eps_nan"),
+    (lambda: md.eps_from_x0(NAN, X, 0.5), ValueError, r"x_t contains NaN or inf", "eps_from_x0_nan"),
+    (lambda: md.x0_from_eps(X, X, "0.5"), TypeError, r"alpha_bar must be a real number, got '0.5'", "alpha_bar_str"),
 ]
 
 
@@ -238,3 +290,9 @@ def test_good_input_next_to_each_boundary_is_accepted():
     md.eps_loss(conditional_zero, X, S, y=Y, p_uncond=0.0)
     md.NoiseSchedule(torch.tensor([0.1, 1.0], dtype=torch.float64))                 # last beta may be 1
     md.NoiseSchedule.cosine(T=1)
+    for convert in (md.x0_from_eps, md.v_from_eps, md.x0_from_v, md.eps_from_v):     # alpha_bar in [0, 1]
+        for ab in (0.0, 1.0, torch.tensor([[0.0], [1.0], [0.5], [1.0]])):
+            assert torch.isfinite(convert(X + 1, X, ab)).all()
+    md.eps_from_x0(X, X, 0.0)
+    md.eps_from_x0(X, X, torch.tensor([0.0, 1.0 - 2**-20]).reshape(1, 2))              # broadcasts along the batch
+    md.ddim_sample(md.MLPDenoiser().double(), (4, 2), S, steps=2, dtype=torch.float64)   # one precision for both

@@ -124,18 +124,32 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     ckpt = tmp_path / "run" / "ckpt.pt"
     before = ckpt.read_bytes()
     bad = x.clone()
-    bad[::2] = float("nan")
-    with pytest.raises(FloatingPointError, match=r"step 11\b.*left as it was"):
+    bad[::2] *= 1e30            # finite; the trained MLP predicts ~1e29 there, whose square overflows float32
+    with pytest.raises(FloatingPointError, match=r"the loss became (nan|inf) at step 11\b.*left as it was"):
         train(dataclasses.replace(config, steps=20), data=(bad, None), resume=True, progress=False)
     assert ckpt.read_bytes() == before
     assert not [p for p in ckpt.parent.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_nan_at_the_first_step_names_it(tmp_path):
-    x = torch.full((128, 2), float("inf"))
-    with pytest.raises(FloatingPointError, match=r"step 1\b.*no checkpoint"):
-        train(toy_config(tmp_path, steps=3), data=(x, None), progress=False)
+def test_a_diverging_run_stops_at_the_first_non_finite_loss_and_names_its_step(tmp_path):
+    """lr = 1e6 with no clipping: the weights blow up within a few steps, and the first non-finite loss stops
+    the run with its step number and the advice; nothing was checkpointed yet."""
+    config = toy_config(tmp_path, steps=50, lr=1e6, warmup=0, grad_clip=None, log_every=1)
+    with pytest.raises(FloatingPointError, match=r"the loss became (nan|inf) at step \d+; training stopped and no "
+                                                 r"checkpoint was written. Try a lower lr"):
+        train(config, progress=False)
     assert not (tmp_path / "run" / "ckpt.pt").exists()
+
+
+def test_non_finite_training_data_is_refused_before_the_first_step(tmp_path):
+    x = toy_2d("moons", 256, generator=torch.Generator().manual_seed(0))
+    x[[5, 9]] = float("nan")
+    with pytest.raises(ValueError, match=r"data x contains NaN or inf values in 2 of its 256 examples \(the first "
+                                         r"at index 5\)"):
+        train(toy_config(tmp_path, steps=3), data=(x, None), progress=False)
+    with pytest.raises(ValueError, match=r"data x is empty"):
+        train(toy_config(tmp_path, steps=3), data=(x[:0], None), progress=False)
+    assert not (tmp_path / "run").exists() or not list((tmp_path / "run").iterdir())
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
