@@ -7,6 +7,13 @@ import pytest
 import torch
 
 import minidiff as md
+from chapter_runs import NAME as CHAPTER_RUNS, ChapterRuns
+
+
+def pytest_configure(config):
+    """Record nbval's run of each chapter, so that the browser test builds the book from it (tests/chapter_runs.py)."""
+    if not config.pluginmanager.has_plugin(CHAPTER_RUNS):
+        config.pluginmanager.register(ChapterRuns(), CHAPTER_RUNS)
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """The built book, checked in a real browser: every page loads offline and shows what a reader needs.
 
-Builds the book with ``jupyter-book build . --all -W --keep-going`` (executing every chapter), unless ``_build/html``
-already holds a build of exactly the current sources (a content hash written after a successful build), then
+Builds the book with ``jupyter-book build --all -W --keep-going``, unless ``_build/html`` already holds a build of
+exactly the current sources (a content hash written after a successful build). In ``python -m pytest`` nbval has
+run every chapter before this test, and the build renders that run's outputs instead of executing the chapters
+a second time (tests/chapter_runs.py); run alone, this test builds the README's way, executing them. It then
 serves it on localhost and drives headless Chromium through every page in ``_toc.yml``:
 
 * no console errors, no page errors, no failed or non-local requests (nothing may come from a CDN);
@@ -30,6 +32,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+
+import chapter_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
@@ -75,16 +79,22 @@ def sources_hash() -> str:
 
 
 @pytest.fixture(scope="session")
-def site() -> Path:
+def site(request) -> Path:
+    """The built book: from nbval's run of the chapters in this session when there is a complete one
+    (tests/chapter_runs.py), else the README's build, which executes every chapter."""
     digest = sources_hash()
     if HTML.is_dir() and STAMP.exists() and STAMP.read_text().strip() == digest:
         return HTML                                   # built from exactly these sources
     STAMP.unlink(missing_ok=True)
+    chapters = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    runs = request.config.pluginmanager.get_plugin(chapter_runs.NAME)
+    source = chapter_runs.stage_executed_book(ROOT, chapters, runs, ROOT / "_build" / "executed-chapters") or ROOT
     jb = shutil.which("jupyter-book") or "jupyter-book"
-    proc = subprocess.run([jb, "build", ".", "--all", "-W", "--keep-going"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=BUILD_TIMEOUT_S)
+    proc = subprocess.run([jb, "build", str(source), "--all", "-W", "--keep-going", "--path-output", str(ROOT)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
     if proc.returncode != 0:
-        pytest.fail(f"jupyter-book build failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+        pytest.fail(f"jupyter-book build of {source} failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}\n"
+                    f"{proc.stderr[-3000:]}")
     STAMP.write_text(digest)
     return HTML
 
