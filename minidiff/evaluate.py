@@ -23,7 +23,7 @@ from .metrics import class_agreement, class_diversity, fd_cls, feature_stats, fr
 from .runtime import cpu_model, machine_description, model_device
 from .samplers import VARIANCES, ddim_sample, ddpm_sample
 
-__all__ = ["generate", "evaluate_samples", "evaluate_model",
+__all__ = ["generate", "evaluate_samples", "evaluate_model", "fd_cls_floor",
            # moved to minidiff.classifier, minidiff.metrics, minidiff.runtime and minidiff._io; importable from here
            "CLASSIFIER_PATH", "IMAGE_SHAPE", "Classifier", "accuracy", "classifier_features", "predicted_labels",
            "train_classifier", "save_classifier", "load_classifier", "frechet_distance", "feature_stats",
@@ -49,16 +49,37 @@ def evaluate_samples(samples: torch.Tensor, labels: torch.Tensor | None = None, 
     """
     n = _check_samples(samples, labels, n)
     classifier = classifier if classifier is not None else load_classifier()
-    test = classifier_features(classifier, _real_subset("test", n, seed=0, root=root))    # (n, d)
-    train = classifier_features(classifier, _real_subset("train", n, seed=1, root=root))  # (n, d)
+    test_stats = feature_stats(classifier_features(classifier, _real_subset("test", n, seed=0, root=root)))
     fake = classifier_features(classifier, samples[:n])                                   # (n, d)
-    test_stats = feature_stats(test)
     result = dict(fd_cls=frechet_distance(*feature_stats(fake), *test_stats),
-                  fd_cls_floor=frechet_distance(*feature_stats(train), *test_stats))
+                  fd_cls_floor=fd_cls_floor(n, classifier=classifier, root=root, test_stats=test_stats))
     if labels is not None:
         result["class_agreement"] = class_agreement(samples[:n], labels[:n], classifier)
     result["n"] = n
     return result
+
+
+def fd_cls_floor(n: int, *, train_seed: int = 1, classifier: nn.Module | None = None, root=None,
+                 test_stats: tuple | None = None) -> float:
+    """FD_cls between n real training images and the n test images :func:`evaluate_samples` compares with.
+
+    Both sides are real, so this is the finite-sample part of any FD_cls at this n: it shrinks roughly as 1/n,
+    and it varies with the training subset drawn (``train_seed``; :func:`evaluate_samples` uses 1).
+
+    Args:
+        n: images per side, 2 <= n <= 10,000.
+        train_seed: which random subset of the 60,000 training images.
+        classifier: default the shipped one.
+        root: where to look for the real images (see :func:`minidiff.data.load_fashion_mnist`).
+        test_stats: the test images' feature mean and covariance, when already computed.
+    """
+    n = check_int(n, "n", low=2, high=10000)
+    check_int(train_seed, "train_seed", low=0)
+    classifier = classifier if classifier is not None else load_classifier()
+    if test_stats is None:
+        test_stats = feature_stats(classifier_features(classifier, _real_subset("test", n, seed=0, root=root)))
+    train = classifier_features(classifier, _real_subset("train", n, seed=train_seed, root=root))  # (n, d)
+    return frechet_distance(*feature_stats(train), *test_stats)
 
 
 def _check_samples(samples, labels, n) -> int:

@@ -197,6 +197,7 @@ def test_evaluate_samples_on_real_images(monkeypatch):
     assert real["fd_cls"] < 2 * real["fd_cls_floor"]
     assert noise["fd_cls"] > 10 * real["fd_cls"]
     assert real["class_agreement"] > 0.9
+    assert evaluate.fd_cls_floor(500, classifier=classifier) == real["fd_cls_floor"]     # train_seed=1, as here
     with pytest.raises(ValueError, match="n must be in \\[2, 500\\]"):
         evaluate_samples(x[:500], classifier=classifier, n=600)
 
@@ -305,3 +306,17 @@ def test_a_damaged_or_mismatched_classifier_file_is_a_clear_error(tmp_path):
         with pytest.raises(CheckpointError, match=rf"{name}\.safetensors is not a usable classifier .*{cause}"):
             load_classifier(tmp_path / f"{name}.safetensors")
     assert isinstance(load_classifier(good), Classifier)
+
+
+@needs_fashion_mnist
+def test_the_floor_is_a_finite_sample_bias_that_shrinks_like_1_over_n(monkeypatch):
+    """Two real samples of one distribution: FD_cls is positive only through sampling noise, whose expected value
+    falls as 1/n (the mean term exactly: E|mu_a - mu_b|^2 = 2 tr(Sigma) / n). From n = 250 to 4000 (16x) it must
+    fall by well over 4x, and another training subset gives another value."""
+    monkeypatch.setenv("MINIDIFF_DATA", str(DEBIAN_FASHION_MNIST.parent))
+    classifier = load_classifier()
+    small, large = (evaluate.fd_cls_floor(n, classifier=classifier) for n in (250, 4000))
+    assert 0 < large < small / 4
+    assert evaluate.fd_cls_floor(250, train_seed=2, classifier=classifier) != small
+    with pytest.raises(ValueError, match=r"n must be in \[2, 10000\], got 10001"):
+        evaluate.fd_cls_floor(10001)
