@@ -307,3 +307,20 @@ def test_zero_snr_sampling_stays_finite(zero_snr, points2d, gen):
                 md.ddpm_sample(oracle, (32, 2), zero_snr, generator=gen(0), dtype=torch.float64)):
         assert bool(torch.isfinite(out).all())
         assert float(torch.cdist(out, points).min(dim=1).values.max()) < 1e-3
+
+
+@pytest.mark.parametrize("eta", [0.3, 1.0])
+def test_theorem_1_the_ddim_mean_is_affine_in_eps_with_slope_b_t(linear, eta):
+    """Chapter 6's proof sketch of DDIM's Theorem 1: with x_0 written through eps, the mean of q_sigma(x_{t-1} |
+    x_t, x_0) is a_t x_t + b_t eps, b_t = sqrt(1 - a_prev - sigma^2) - sqrt(a_prev (1 - a) / a), so the KL to the
+    model's step is b_t^2 / (2 sigma^2) ||eps - eps_theta||^2. float64; the update is a few products of O(1)
+    values, so agreement to 1e-12 leaves ample room over float64 rounding."""
+    gen = torch.Generator().manual_seed(0)
+    x_t, eps1, eps2, z = (torch.randn(4, 3, 2, generator=gen, dtype=torch.float64) for _ in range(4))
+    for t, t_prev in [(999, 899), (500, 499), (10, 0)]:
+        a, a_prev = float(linear.alpha_bars[t]), float(linear.alpha_bars[t_prev])
+        sigma = md.ddim_sigma(a, a_prev, eta)
+        b = (1 - a_prev - sigma**2) ** 0.5 - (a_prev * (1 - a) / a) ** 0.5
+        (m1, _), (m2, _) = (md.samplers.ddim_update(x_t, e, a, a_prev, sigma=sigma, noise=z) for e in (eps1, eps2))
+        torch.testing.assert_close(m1 - m2, b * (eps1 - eps2), rtol=0, atol=1e-12)
+        torch.testing.assert_close(m1 - sigma * z - b * eps1, (a_prev / a) ** 0.5 * x_t, rtol=0, atol=1e-12)  # a_t x_t
