@@ -44,6 +44,8 @@ def test_unet_on_cuda_matches_the_cpu(channels_last):
         if channels_last:
             gpu, x_gpu = gpu.to(memory_format=torch.channels_last), x_gpu.contiguous(memory_format=torch.channels_last)
         got = gpu(x_gpu, t.to(CUDA), y.to(CUDA)).cpu()
+    # float32 both sides (no TF32), but cuDNN picks other algorithms (implicit GEMM, Winograd, FFT) whose rounding
+    # reaches ~1e-6..1e-5 of the terms' scale: 1e-4 leaves room on outputs of order 1
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -56,6 +58,8 @@ def test_samplers_on_cuda_match_the_cpu():
     gpu = md.ddim_sample(model.to(CUDA), x_T.shape, sched, steps=10, x_T=x_T.to(CUDA), y=y.to(CUDA),
                          guidance_scale=2.0)
     assert gpu.device.type == "cuda"
+    # the model's ~1e-5 disagreement (above), times 2s - 1 = 3 for guidance and x0_hat's 1 / sqrt(ab) <= 14 on this
+    # schedule, over 10 steps: ~1e-4 to 1e-3
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
     # DDPM draws its noise from the generator's device: a CUDA generator, seeded, repeats itself exactly.
     runs = [md.ddpm_sample(model, x_T.shape, sched, x_T=x_T.to(CUDA), y=y.to(CUDA),
@@ -78,9 +82,10 @@ def test_fused_adamw_on_cuda_matches_the_reference():
             o.zero_grad()
             m(x).square().mean().backward()
             o.step()
-    # The fused kernel orders its float32 arithmetic differently; after 20 steps of size ~1e-2 the weights agree
-    # to a few 1e-5 (an H100 gave 3.9e-5, an H200 1.1e-4), 3% of one step at most. A wrong update rule would be off
-    # by whole steps.
+    # The fused kernel orders its float32 arithmetic differently, and 20 Adam steps of size lr = 1e-2 feed the
+    # difference back (m / sqrt(v) is sensitive wherever a gradient is near 0), so no rounding bound holds at the
+    # end; the tolerance is set by what a bug would do instead: 3e-4 is 3% of one step, a wrong update rule is off
+    # by whole steps. (Seen: 3.9e-5 on an H100, 1.1e-4 on an H200.)
     for a, b in zip(ref.parameters(), fused.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=3e-4)
 
@@ -108,6 +113,7 @@ def test_compiled_model_with_cuda_graphs_matches_eager():
     eager = md.ddim_sample(model, x_T.shape, sched, steps=10, x_T=x_T, y=y, guidance_scale=2.0)
     for _ in range(2):                                    # the first run compiles and records; the second replays
         got = md.ddim_sample(fast, x_T.shape, sched, steps=10, x_T=x_T, y=y, guidance_scale=2.0)
+        # inductor's fused, reordered float32 kernels: as CUDA against the CPU above
         torch.testing.assert_close(got, eager, rtol=1e-3, atol=1e-3)
     t = torch.full((4,), 50, device=CUDA)
     first = fast(x_T, t, y)
@@ -129,6 +135,8 @@ def test_compiled_model_under_bf16_autocast_is_as_accurate_as_eager():
             eager = model(x, t, y)
             got = [fast(x, t, y) for _ in range(2)]          # the first call compiles and records, then a replay
     eager_error = (eager.float() - reference).abs().max()
+    # bf16 keeps 8 bits (eps 7.8e-3): a few of its ulps of the output scale, so under 5%; the compiled network may
+    # round in other places, but no worse than twice eager's error
     assert eager.dtype == torch.bfloat16 and 0 < eager_error < 0.05 * reference.abs().max()
     for g in got:
         assert (g.float() - reference).abs().max() <= 2 * eager_error
@@ -144,4 +152,5 @@ def test_loss_with_the_schedule_on_the_gpu_equals_the_loss_with_the_cpu_schedule
     x0 = torch.rand(6, 1, 8, 8, device=CUDA) * 2 - 1
     losses = [md.eps_loss(model, x0, s, y=torch.arange(6, device=CUDA) % 3,
                           generator=torch.Generator(CUDA).manual_seed(1)) for s in (sched, moved)]
+    # float64 -> float32 casts are correctly rounded on host and device alike: the same numbers, the same kernels
     torch.testing.assert_close(losses[1], losses[0], rtol=0, atol=0)

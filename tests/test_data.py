@@ -63,7 +63,8 @@ def test_idx_loaders_read_a_root_folder(tmp_path, loader, gz):
         images, labels = arrays[split]
         assert x.shape == (len(images), 1, 28, 28) and x.dtype == torch.float32
         assert y.dtype == torch.int64 and torch.equal(y, torch.from_numpy(labels.astype(np.int64)))
-        # uint8 v -> v / 127.5 - 1: 0 -> -1, 255 -> 1.
+        # uint8 v -> v / 127.5 - 1: 0 -> -1, 255 -> 1. float32, two roundings of values <= 1 in any association:
+        # within 2 ulps, far inside the float32 defaults (1.3e-6 relative, 1e-5 absolute).
         torch.testing.assert_close(x[:, 0], torch.from_numpy(images).float() / 127.5 - 1)
         assert x.min() >= -1 and x.max() <= 1
 
@@ -173,6 +174,7 @@ def test_cifar10_from_pickle_batches(tmp_path, protocol):
     assert x.shape == (15, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     first = batches["data_batch_1"]
     # Row-major 3072 bytes = 1024 red, 1024 green, 1024 blue values of a 32x32 image.
+    # as above: the same map, to within 2 ulps
     torch.testing.assert_close(x[0], torch.from_numpy(first["data"][0].reshape(3, 32, 32)).float() / 127.5 - 1)
     assert y[:3].tolist() == first["labels"]
     x_test, y_test = load_cifar10("test", root=tmp_path, download=False)
@@ -223,7 +225,7 @@ def test_cifar10_missing(isolated):
 def test_toy_2d_shape_scale_determinism(name):
     x = toy_2d(name, 20000, generator=torch.Generator().manual_seed(0))
     assert x.shape == (20000, 2) and x.dtype == torch.float32
-    assert x.mean(dim=0).abs().max() < 0.1                        # roughly centred
+    assert x.mean(dim=0).abs().max() < 0.1                        # roughly centred: SE std / sqrt(n) <= 0.011
     std = x.std(dim=0)
     assert (std > 0.5).all() and (std < 1.5).all()                # roughly unit scale
     assert x.abs().max() < 4
@@ -236,8 +238,11 @@ def test_toy_2d_structure():
     gen = torch.Generator().manual_seed(0)
     ring = toy_2d("8gaussians", 4000, generator=gen).double()
     angle = torch.atan2(ring[:, 1], ring[:, 0]) / (torch.pi / 4)      # near an integer: one of the 8 modes
-    assert (angle - angle.round()).abs().mean() < 0.15               # uniform angles would give 0.25
-    assert ring.norm(dim=1).mean() == pytest.approx(1.4, abs=0.05)   # on the ring of radius 1.4
+    # the modes' angular spread 0.15 / 1.4 rad is 0.14 in these units: a mean |offset| ~0.11, SE 0.0013; uniform
+    # angles would give 0.25
+    assert (angle - angle.round()).abs().mean() < 0.15
+    # on the ring of radius 1.4: the mean norm is 1.4 + 0.15^2 / 2.8 = 1.408, SE 0.15 / sqrt(4000) = 0.0024
+    assert ring.norm(dim=1).mean() == pytest.approx(1.4, abs=0.05)
     board = toy_2d("checkerboard", 4000, generator=gen)
     cells = (torch.floor(board[:, 0]) + torch.floor(board[:, 1])) % 2
     assert torch.all(cells == 0)                                      # only the "black" squares

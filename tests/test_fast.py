@@ -72,6 +72,8 @@ def test_batched_guidance_equals_two_calls_on_a_unet(gen):
     y = torch.tensor([0, 2, 1, 3])                                       # 3 = "no label" is allowed too
     for s in (0.0, 3.0):
         two_calls = md.cfg_combine(model(x_t, t, None), model(x_t, t, y), s)
+        # float64: a batch of 8 may block the convolutions' sums (<= 9 * 64 terms) unlike a batch of 4: ~sqrt(576)
+        # eps64 = 5e-15 of the terms' scale per layer, ~1e-13 at the worst, inside 1e-12
         torch.testing.assert_close(guided_eps(model, x_t, t, y, s), two_calls, rtol=1e-12, atol=1e-12)
 
 
@@ -97,6 +99,7 @@ def test_fast_unet_matches_the_plain_one_forward_and_gradients(channels_last, sc
     want, want_grads = _forward_and_grads(plain, x, t, y)
     x_in = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     got, got_grads = _forward_and_grads(model, x_in, t, y)
+    # 1e-5 of the scale is 84 eps32, 1e-4 relative 840 eps32 (measured: 10% of that on AVX-512, AVX2 and no SIMD)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
     for (name, _), g, w in zip(plain.named_parameters(), got_grads, want_grads):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5 * w.abs().max().item(), msg=name)
@@ -139,6 +142,8 @@ def test_fast_resblock_matches_the_plain_one_in_float64(channels_last, scale_shi
         with torch.no_grad():                                            # the in-place SiLU path (no autograd)
             results[-1] += (module(x.contiguous(memory_format=layout), emb),)
     (out_a, grads_a, nograd_a), (out_b, grads_b, nograd_b) = results
+    # float64, the same operations but convolutions in another layout (another summation order over <= 144 terms):
+    # ~1e-14 of values ~3 and gradients ~75
     torch.testing.assert_close(out_b, out_a, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(nograd_b, nograd_a, rtol=1e-12, atol=1e-12)
     for a, b in zip(grads_a, grads_b):
@@ -166,6 +171,7 @@ def test_attention_matches_the_formula(cls, channels_last, ch, gen):
         attn, x = attn.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
     out = attn(x)
+    # float64, the same formula through other kernels (SDPA, another layout): ~1e-15 relative; 1e-10 is generous
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
     assert out.is_contiguous(memory_format=layout)                      # the input's layout, kept
     g = torch.randn(out.shape, generator=gen(2), dtype=torch.float64)
@@ -197,6 +203,8 @@ def test_upsample_conv_transposed_is_upsample_then_conv(channels_last, bias, gen
     grads = torch.autograd.grad(out, [x, w] + ([b] if bias else []), g)
     assert out.shape == (2, 4, 10, 14)
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    # float64: the folded 4x4 kernel (sums of 3x3 weights) forms each output from other products, and the weight
+    # gradients sum 2 * 10 * 14 positions in another order: ~1e-14 of values up to 33
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
@@ -205,7 +213,7 @@ def test_upsample_conv_transposed_is_upsample_then_conv(channels_last, bias, gen
 def test_plain_upsample_is_nearest_x2_then_the_3x3_conv(gen):
     up = Upsample(3).double()
     x = torch.randn(2, 3, 4, 5, generator=gen(0), dtype=torch.float64)
-    torch.testing.assert_close(up(x), upsample_conv(x, up.conv.weight, up.conv.bias), rtol=0, atol=0)
+    torch.testing.assert_close(up(x), upsample_conv(x, up.conv.weight, up.conv.bias), rtol=0, atol=0)  # the same ops
     assert up(x).shape == (2, 3, 8, 10)
 
 
@@ -237,6 +245,8 @@ def test_unet_with_and_without_the_transposed_path_agrees(monkeypatch, gen):
         out.square().mean().backward()
         results.append((out.detach(), [p.grad for p in model.parameters()]))
     (out_a, grads_a), (out_b, grads_b) = results
+    # float32: the two upsampling paths sum the same products in another order. Outputs (<= 0.22): 1e-6 is 39 eps32
+    # of their scale; gradients (<= 0.023): 1e-6 is ~365 eps32 of theirs (measured: a few percent of either).
     torch.testing.assert_close(out_a, out_b, rtol=1e-5, atol=1e-6)
     for a, b in zip(grads_a, grads_b):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
@@ -251,6 +261,7 @@ def test_silu_runs_in_place_only_when_autograd_does_not_need_the_input(gen):
     out = _silu(x)
     assert out is not x and torch.equal(out.detach(), expected)
     out.sum().backward()
+    # float32, values O(1): a few ulps between two formulas; the float32 defaults (1.3e-6 relative, 1e-5) hold
     torch.testing.assert_close(x.grad, torch.sigmoid(x) * (1 + x * (1 - torch.sigmoid(x))))
 
 
@@ -263,6 +274,7 @@ def test_dropout_keeps_each_value_with_probability_1_minus_p_and_rescales_it(gen
     kept = out != 0
     # Dropped fraction within 5 standard errors of p; kept values are x / (1 - p).
     assert abs((1 - kept.float().mean().item()) - p) < 5 * math.sqrt(p * (1 - p) / n)
+    # x * (1 / (1 - p)) or x / (1 - p): within an ulp or two, inside the float32 defaults
     torch.testing.assert_close(out[kept], x[kept] / (1 - p))
     out.sum().backward()
     torch.testing.assert_close(x.grad, kept.float() / (1 - p))
@@ -281,6 +293,9 @@ def test_compiled_model_samples_like_the_eager_model(small, gen):
     assert fast.num_classes == 3
     x_T = torch.randn(4, 1, 8, 8, generator=gen(0))
     y = torch.tensor([0, 1, 2, 0])
+    # aot_eager runs the same aten kernels (measured bit-identical); a traced graph may still reorder elementwise
+    # ops: a few ulps of the model output, magnified by x0_hat's 1 / sqrt(ab) <= 182 and relative to samples up to
+    # ~600, far inside 1e-5
     for kw in (dict(), dict(y=y), dict(y=y, guidance_scale=2.0)):       # B rows, then 2B rows for guidance
         eager = md.ddim_sample(model, x_T.shape, small, steps=5, x_T=x_T, **kw)
         torch.testing.assert_close(md.ddim_sample(fast, x_T.shape, small, steps=5, x_T=x_T, **kw), eager,
@@ -314,6 +329,8 @@ def test_inductor_compiled_model_matches_eager(small, gen):
     y = torch.tensor([0, 1, 2, 3])
     eager = md.ddim_sample(model, x_T.shape, small, steps=5, x_T=x_T, y=y, guidance_scale=2.0)
     fast = md.ddim_sample(CompiledModel(model), x_T.shape, small, steps=5, x_T=x_T, y=y, guidance_scale=2.0)
+    # inductor fuses and reorders float32 reductions and uses its own vectorised exp/sigmoid: ~100 ulps of the model
+    # output, magnified by x0_hat's 1 / sqrt(ab) <= 182: ~1e-5 relative
     torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-4)
 
 
@@ -366,7 +383,12 @@ def test_cpu_optimizer_is_fused_and_matches_the_reference_adamw(channels_last):
     _, slow = run(lambda m: torch.optim.AdamW(
         [{"params": [p for p in m.parameters() if p.ndim >= 2], "weight_decay": 0.1},
          {"params": [p for p in m.parameters() if p.ndim < 2], "weight_decay": 0.0}], lr=1e-3, foreach=False))
-    assert torch.allclose(fast, slow, rtol=1e-5, atol=1e-7)
+    # float32: the fused kernel rounds each update differently (an ulp of |p| per step; 1e-5 relative is 84 eps32).
+    # The attention's key bias has exact gradient 0 (softmax ignores a shift shared by a row's logits), so float32
+    # hands Adam rounding noise, <= 1e-12 here, which lr g / (|g| + 1e-8) turns into steps of up to 1e-7 that
+    # differ between the two runs once their weights differ by an ulp: steps 2 and 3, two runs, up to ~4e-7.
+    # Allow 1e-6 (a wrong rule is off by lr wd |p| ~ 3e-5 or lr = 1e-3 per step). 1e-7 failed without SIMD.
+    assert torch.allclose(fast, slow, rtol=1e-5, atol=1e-6)
     _, fused = run(lambda m: torch.optim.AdamW(
         [{"params": [p for p in m.parameters() if p.ndim >= 2], "weight_decay": 0.1},
          {"params": [p for p in m.parameters() if p.ndim < 2], "weight_decay": 0.0}], lr=1e-3, fused=True))

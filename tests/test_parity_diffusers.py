@@ -24,6 +24,7 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler
 
 import minidiff as md
+from tolerances import F32_BETA_RTOL, F32_EPS, assert_within, cumprod_rel_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,20 +55,45 @@ def oracle(linear, points2d):
 
 
 # ------------------------------------------------------------------------------------------ schedules
-@pytest.mark.parametrize("ours,theirs,beta_tol", [
-    (lambda: md.NoiseSchedule.linear(T=T), dict(beta_schedule="linear"), dict(rtol=2e-6, atol=0)),
-    (lambda: md.NoiseSchedule.cosine(T=T), dict(beta_schedule="squaredcos_cap_v2"), dict(rtol=2e-6, atol=0)),
-    (lambda: md.NoiseSchedule.sigmoid(T=T), dict(beta_schedule="sigmoid"), dict(rtol=2e-6, atol=0)),
-    # diffusers rescales in float32, where beta = 1 - ab_t / ab_{t-1} cancels: compare betas absolutely
+def zero_snr_beta_error(base: md.NoiseSchedule) -> torch.Tensor:
+    """How far diffusers' float32 zero-SNR betas may lie from ours, per index (absolute).
+
+    diffusers rescales in float32: s_t = sqrt(ab_t) - sqrt(ab_T) (times a constant), beta_t = 1 - (s_t / s_{t-1})^2.
+    The subtraction cancels near the end: a rounding of sqrt(ab_t) or sqrt(ab_T) is magnified by
+    amp_t = sqrt(ab_T) / s_t (about 50 and 100 at t = T - 3, T - 2). Allow 8 roundings (the sqrt, the subtraction
+    and the square for s_t and s_{t-1}, the division, and the float32 table's own error, whose part common to t and
+    t - 1 cancels down to (T - t) |amp_t - amp_{t-1}| eps32 <= 0.7 (1 + amp_t + amp_{t-1}) eps32 here), each of
+    eps32 times 1 + amp_t + amp_{t-1}. The last beta is 1 exactly on both sides.
+    """
+    q = base.alpha_bars.sqrt()
+    amp = q[-1] / (q - q[-1])
+    err = 8 * F32_EPS * (1 + amp + torch.cat([amp.new_zeros(1), amp[:-1]]))
+    err[-1] = 0.0
+    return err
+
+
+@pytest.mark.parametrize("ours,theirs", [
+    (lambda: md.NoiseSchedule.linear(T=T), dict(beta_schedule="linear")),
+    (lambda: md.NoiseSchedule.cosine(T=T), dict(beta_schedule="squaredcos_cap_v2")),
+    (lambda: md.NoiseSchedule.sigmoid(T=T), dict(beta_schedule="sigmoid")),
     (lambda: md.NoiseSchedule.linear(T=T).rescale_zero_terminal_snr(),
-     dict(beta_schedule="linear", rescale_betas_zero_snr=True), dict(rtol=0, atol=2e-6)),
+     dict(beta_schedule="linear", rescale_betas_zero_snr=True)),
 ], ids=["linear", "squaredcos_cap_v2", "sigmoid", "zero_snr"])
-def test_alpha_bar_is_alphas_cumprod(ours, theirs, beta_tol):
+def test_alpha_bar_is_alphas_cumprod(ours, theirs):
     sched = ours()
     ref = DDPMScheduler(num_train_timesteps=T, beta_start=1e-4, beta_end=0.02, **theirs)
     assert ref.alphas_cumprod.dtype == torch.float32                 # their precision bounds the tolerance
-    torch.testing.assert_close(sched.betas, ref.betas.double(), **beta_tol)
-    torch.testing.assert_close(sched.alpha_bars, ref.alphas_cumprod.double(), rtol=1e-6, atol=1e-9)
+    if "rescale_betas_zero_snr" in theirs:
+        # diffusers rescales in float32, where beta = 1 - ab_t / ab_{t-1} cancels: a bound per index
+        beta_err = zero_snr_beta_error(md.NoiseSchedule.linear(T=T))
+        assert_within(ref.betas, sched.betas, beta_err, "zero-SNR betas")
+    else:
+        beta_err = F32_BETA_RTOL * sched.betas
+        torch.testing.assert_close(sched.betas, ref.betas.double(), rtol=F32_BETA_RTOL, atol=0)
+    # alphas_cumprod: float32 products of those betas' alphas, each factor off by its rounding and its beta's error
+    rel = cumprod_rel_error(sched.betas, beta_err)
+    assert_within(ref.alphas_cumprod, sched.alpha_bars,
+                  torch.where(sched.alpha_bars > 0, rel * sched.alpha_bars, 0.0), "alphas_cumprod")
 
 
 def test_q_sample_is_add_noise(linear, gen):
@@ -75,10 +101,16 @@ def test_q_sample_is_add_noise(linear, gen):
     noise = torch.randn(6, 3, 4, 4, generator=gen(1))
     t = torch.tensor([0, 1, 250, 500, 998, 999])
     ref = DDPMScheduler(**LINEAR)
-    torch.testing.assert_close(md.q_sample(x0, t, linear, noise=noise), ref.add_noise(x0, noise, t),
-                               rtol=1e-5, atol=1e-5)
+    # float32: the two alpha_bar tables differ by d_ab (their product's error plus our rounding of the float64
+    # value), which sqrt(1 - ab) magnifies by 1 / (2 sqrt(1 - ab)) (50 at t = 0); then a few roundings of the terms.
+    ab = linear.alpha_bars[t].view(-1, 1, 1, 1)
+    d_ab = ab * (cumprod_rel_error(linear.betas, F32_BETA_RTOL * linear.betas)[t].view(-1, 1, 1, 1) + F32_EPS)
+    bound = (d_ab / (2 * ab.sqrt()) * x0.abs() + d_ab / (2 * (1 - ab).sqrt()) * noise.abs()
+             + 4 * F32_EPS * (ab.sqrt() * x0.abs() + (1 - ab).sqrt() * noise.abs()))
+    assert_within(md.q_sample(x0, t, linear, noise=noise), ref.add_noise(x0, noise, t), bound, "float32 add_noise")
     x0, noise = x0.double(), noise.double()
     use_our_tables(ref, linear)
+    # float64, the same formula on the same table: a few ulps of values <= 4
     torch.testing.assert_close(md.q_sample(x0, t, linear, noise=noise), ref.add_noise(x0, noise, t),
                                rtol=1e-13, atol=1e-13)
 
@@ -96,8 +128,11 @@ def test_ddpm_step(linear, gen, variance, variance_type):
         out = ref.step(eps, t, x_t, generator=gen(100 + t))
         noise = torch.randn(x_t.shape, generator=gen(100 + t), dtype=torch.float64) if t > 0 else None
         x_prev, x0_hat = md.ddpm_step(x_t, eps, t, linear, variance=variance, noise=noise)
+        # float64, elementwise. x0_hat is the same formula: a few ulps. For x_prev diffusers recomputes
+        # beta_t = 1 - ab_t / ab_{t-1}, which cancels to a relative error ~eps64 / beta_t (2e-12 at t = 0, 1) in a
+        # coefficient ~0.5 of |x0_hat| <= 2.3: up to ~5e-12.
         torch.testing.assert_close(x0_hat, out.pred_original_sample, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(x_prev, out.prev_sample, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(x_prev, out.prev_sample, rtol=1e-11, atol=1e-11)
 
 
 def test_ddpm_step_native_float32(linear, gen):
@@ -107,6 +142,11 @@ def test_ddpm_step_native_float32(linear, gen):
     ref = DDPMScheduler(**LINEAR, clip_sample=False)
     x_t = torch.randn(8, 5, generator=gen(0))
     eps = torch.randn(8, 5, generator=gen(1))
+    # t = 1: in float32 1 - ab_1 (2.2e-4) and beta_2 = 1 - ab_1 / ab_0 (1.2e-4) cancel, each off by ~eps32/4 = 3e-8:
+    # ~4e-4 relative together in the x0 coefficient (~0.5), so ~2e-4 |x0_hat|, inside 1e-3 (1 + |x_prev|).
+    # t = 500, 999: beta_t >= 0.01, so the cancellation costs <= 2 eps32 / 0.01 = 2.4e-5 of the x0 term (<= 0.07);
+    # their table's error (<= 1.4e-4 relative at t = 999, ~1e-6 typical) moves x0_hat (<= 500) by half that, times
+    # the x0 coefficient 1.3e-4: <= 5e-6 in the worst case, inside 1e-5.
     for t, tol in ((1, 1e-3), (500, 1e-5), (999, 1e-5)):
         out = ref.step(eps, t, x_t, generator=gen(t))
         x_prev, _ = md.ddpm_step(x_t, eps, t, linear, noise=torch.randn(8, 5, generator=gen(t)))
@@ -124,6 +164,7 @@ def test_ddpm_full_loop_with_shared_seed(small, points2d, gen):
     for t in ref.timesteps:
         x = ref.step(oracle(x, torch.full((16,), int(t))), int(t), x, generator=g).prev_sample
     ours = md.ddpm_sample(oracle, (16, 2), small, generator=gen(7), dtype=torch.float64)
+    # float64: each of the 200 steps differs by <= ~eps64 / beta_t (beta >= 5e-4) relative, as in test_ddpm_step
     torch.testing.assert_close(ours, x, rtol=1e-10, atol=1e-10)
 
 
@@ -164,6 +205,7 @@ def test_ddim_steps(linear, gen, spacing, eta):
         assert t_prev == max(t - T // 50, -1)
         out = ref.step(eps, t, x_t, eta=eta, variance_noise=z if eta > 0 else None)
         x_prev, x0_hat = md.ddim_step(x_t, eps, t, t_prev, linear, eta=eta, noise=z)
+        # float64, the same formulas on the same table (x0_hat reaches 80 at t = 999): a few ulps
         torch.testing.assert_close(x0_hat, out.pred_original_sample, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(x_prev, out.prev_sample, rtol=1e-12, atol=1e-12)
 
@@ -176,6 +218,9 @@ def test_full_deterministic_ddim_loop(linear, oracle, gen, spacing, steps):
     float32 accuracy (rounding, amplified by 1/sqrt(alpha_bar) in x0_hat over a 10-step ODE, moves a few samples
     by ~1e-4)."""
     x_T = torch.randn(64, 2, generator=gen(3), dtype=torch.float64)
+    # float32: ~eps32 |x| rounding and their table's error (<= 1.4e-4 relative at t = 999, see
+    # test_alpha_bar_is_alphas_cumprod), magnified by 1 / sqrt(ab) <= 158 in x0_hat, then contracted as the oracle's
+    # ODE lands on the points: ~1e-4 at most, so 1e-3. float64: the same, with eps64 and our table: ~1e-13.
     for dtype, tables, tol in ((torch.float64, True, 1e-10), (torch.float32, False, 1e-3)):
         ref = ddim_scheduler(spacing, steps)
         if tables:
@@ -197,6 +242,7 @@ def test_ddim_inversion_is_diffusers_inverse_scheduler(linear, gen):
     x = points[:8]
     for t in inv.timesteps:
         x = inv.step(oracle(x, torch.full((8,), int(t))), int(t), x).prev_sample
+    # float64, the same update 50 times: rounding only (~1e-15), far inside 1e-10
     torch.testing.assert_close(md.ddim_invert(oracle, points[:8], linear, steps=50), x, rtol=1e-10, atol=1e-10)
 
 
@@ -224,9 +270,11 @@ def test_linspace_previous_timestep_differs_on_purpose(linear, true_eps, gen):
         eps = model(x, torch.full((4,), t))
         theirs = ref.step(eps, t, x, eta=0.0).prev_sample
         same_formula, _ = md.ddim_step(x, eps, t, t_theirs, linear)
-        torch.testing.assert_close(theirs, same_formula, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(theirs, same_formula, rtol=1e-12, atol=1e-12)     # float64, one step: ulps
         ours, _ = md.ddim_step(x, eps, t, t_ours, linear)
+        # float64: x0_hat divides rounding of O(1) values by sqrt(ab_t) >= 0.006; ~1e-13, inside 1e-10
         torch.testing.assert_close(ours, md.q_sample(x0, t_ours, linear, noise=noise), rtol=1e-10, atol=1e-10)
+        # diffusers' state sits at another noise level: off by 4e-3 to 6e-2 here, far outside rounding
         assert not torch.allclose(theirs, md.q_sample(x0, t_ours, linear, noise=noise), atol=1e-3)
 
 

@@ -47,6 +47,8 @@ def test_posterior_is_gaussian_conditioning(name, gen):
     assert mean.shape == (len(ts), 3) and var.shape == (len(ts), 1)
     for row, t in enumerate(ts):
         m, v = gaussian_conditioning(betas, t, x0[row], x_t[row])
+        # float64: s11 = 1 - ab_prev cancels to ~1e-4 at t = 1 (relative error ~2 eps64 / 1e-4 = 4e-12) and the
+        # loop's product differs from the cumulative one by <= t eps64: the mean to ~1e-11, variances (<= 1) to ~1e-15
         torch.testing.assert_close(mean[row], m, rtol=1e-10, atol=1e-10)
         assert abs(float(var[row]) - v) < 1e-12
 
@@ -80,6 +82,7 @@ def test_beta_tilde_identity(name):
     ab, abp, b = sched.alpha_bars, sched.alpha_bars_prev, sched.betas
     x = torch.zeros(sched.T, 1, dtype=torch.float64)
     _, var = md.q_posterior(x, x, torch.arange(sched.T), sched)
+    # the same float64 product in another order: a few ulps
     torch.testing.assert_close(var.flatten(), (1 - abp) / (1 - ab) * b, rtol=1e-12, atol=0)
     assert bool((var.flatten()[1:] < b[1:]).all())                    # beta_tilde_t < beta_t for t > 1
 
@@ -89,7 +92,9 @@ def test_t0_edge_is_the_point_mass_at_x0(linear, gen):
     x_t = torch.randn(4, 2, 3, generator=gen(1), dtype=torch.float64)
     mean, var = md.q_posterior(x0, x_t, 0, linear)
     assert torch.equal(var, torch.zeros(4, 1, 1, dtype=torch.float64))
-    torch.testing.assert_close(mean, x0, rtol=1e-12, atol=1e-12)     # x_t has no weight at all
+    # x_t has no weight at all, and coef_x0 = beta_1 / (1 - (1 - beta_1)) is 1 up to the rounding of 1 - beta_1
+    # (2^-54) relative to beta_1 = 1e-4: <= 5.6e-13, inside rtol
+    torch.testing.assert_close(mean, x0, rtol=1e-12, atol=1e-12)
     assert float(linear.posterior_mean_coef_xt[0]) == 0.0
 
 
@@ -102,6 +107,7 @@ def test_posterior_mean_in_eps_form(cosine, gen):
     x_t = md.q_sample(x0, t, cosine, noise=eps)
     mean, _ = md.q_posterior(x0, x_t, t, cosine)
     b, ab = cosine.betas[t].view(4, 1), cosine.alpha_bars[t].view(4, 1)
+    # float64: 1 - ab cancels to 9e-5 at t = 1 (~3e-12 relative), the rest is a few ulps
     torch.testing.assert_close(mean, (x_t - b / (1 - ab).sqrt() * eps) / (1 - b).sqrt(), rtol=1e-9, atol=1e-9)
 
 

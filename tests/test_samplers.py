@@ -22,6 +22,8 @@ def test_ddim_eta1_all_steps_is_ddpm_beta_tilde(small, oracle, gen, clip_x0):
     ddim = md.ddim_sample(oracle, (64, 2), small, steps=small.T, eta=1.0, x_T=x_T, clip_x0=clip_x0,
                           generator=gen(1))
     assert ddpm.dtype == torch.float64
+    # float64: per step the two formulas differ by rounding, amplified where 1 - a / a_prev (>= beta = 5e-4)
+    # cancels in DDIM's sigma (~eps64 / 5e-4 = 4e-13 relative); over 200 steps ~1e-10 at worst
     torch.testing.assert_close(ddim, ddpm, rtol=1e-9, atol=1e-9)
     # and the noise really matters: another seed lands elsewhere
     other = md.ddpm_sample(oracle, (64, 2), small, x_T=x_T, clip_x0=clip_x0, generator=gen(2))
@@ -35,9 +37,13 @@ def test_ddim_eta1_step_is_ddpm_step(cosine, gen):
     for t in (1, 10, 500, 999):
         a, a0 = md.ddpm_step(x_t, eps, t, cosine, noise=z)
         b, b0 = md.ddim_step(x_t, eps, t, t - 1, cosine, eta=1.0, noise=z)
+        # float64, elementwise (the same on every CPU). At t = 1 DDIM's 1 - a / a_prev (5e-5) and
+        # 1 - a_prev - sigma^2 (2e-5) cancel: ~eps64 / 2e-5 = 1e-11 relative in coefficients <= 7e-3 of |eps|, |z|
+        # <= 3: ~1e-12, inside 1e-10
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(b0, a0, rtol=0, atol=0)
         sigma = md.ddim_sigma(float(cosine.alpha_bars[t]), float(cosine.alpha_bars[t - 1]), 1.0)
+        # both <= 1; the relative error ~2 eps64 / beta_t of the cancellation is at most ~1e-16 absolute
         assert abs(sigma**2 - float(cosine.posterior_variance[t])) < 1e-14
 
 
@@ -55,6 +61,7 @@ def test_skipped_ddpm_step_is_the_posterior_of_the_respaced_chain(cosine, gen):
         beta = 1 - a / a_prev
         for variance, var in (("beta_tilde", beta * (1 - a_prev) / (1 - a)), ("beta", beta)):
             got, x0_hat = md.ddpm_step(x_t, eps, t, cosine, variance=variance, noise=z, t_prev=t_prev)
+            # float64, elementwise; x0_hat is the same formula (a few ulps of up to 5e4 at t = 999)
             torch.testing.assert_close(got, mean + var**0.5 * z, rtol=1e-10, atol=1e-10)
             torch.testing.assert_close(x0_hat, x0, rtol=1e-12, atol=1e-12)
     last, x0_hat = md.ddpm_step(x_t, eps, 300, cosine, t_prev=-1)          # to the data: x0_hat, no noise
@@ -65,7 +72,7 @@ def test_skipped_ddpm_step_is_the_posterior_of_the_respaced_chain(cosine, gen):
 
 def test_ddpm_on_skipped_steps_is_ddim_eta1(small, oracle, gen):
     x_T = torch.randn(64, 2, generator=gen(0), dtype=torch.float64)
-    for steps, spacing in ((10, "trailing"), (7, "linspace"), (small.T, "trailing")):
+    for steps, spacing in ((10, "trailing"), (7, "linspace"), (small.T, "trailing")):    # float64, as above
         ddpm = md.ddpm_sample(oracle, (64, 2), small, x_T=x_T, steps=steps, spacing=spacing, generator=gen(1))
         ddim = md.ddim_sample(oracle, (64, 2), small, steps=steps, spacing=spacing, eta=1.0, x_T=x_T,
                               generator=gen(1))
@@ -154,6 +161,7 @@ def test_true_eps_recovers_x0_at_every_t(name, linear, cosine, zero_snr, true_ep
         eps_hat = model(x_t, torch.full((3,), t))
         _, x0_hat = md.ddpm_step(x_t, eps_hat, t, sched, noise=torch.zeros_like(x_t))
         x_data, _ = md.ddim_step(x_t, eps_hat, t, -1, sched)
+        # float64: x0_hat divides the ulps of O(1) values (~1e-15) by sqrt(alpha_bar): a scaled tolerance, generous
         tol = 1e-9 / float(sched.alpha_bars[t]) ** 0.5
         torch.testing.assert_close(x0_hat, x0, rtol=0, atol=tol)
         torch.testing.assert_close(x_data, x0, rtol=0, atol=tol)
@@ -169,6 +177,8 @@ def test_true_eps_steps_stay_on_the_forward_marginals(cosine, true_eps, gen):
         x_t = md.q_sample(x0, t, cosine, noise=eps)
         eps_hat = model(x_t, torch.full((3,), t))
         x_s, _ = md.ddim_step(x_t, eps_hat, t, s, cosine)
+        # float64: x0_hat magnifies rounding by 1 / sqrt(ab_999) = 2e4, times sqrt(ab_979) = 0.03: ~1e-13; at
+        # (1, 0) the cancellation of 1 - a_prev (4e-5) costs ~1e-12 relative
         torch.testing.assert_close(x_s, md.q_sample(x0, s, cosine, noise=eps), rtol=1e-8, atol=1e-8)
         mean, _ = md.q_posterior(x0, x_t, t, cosine)
         x_prev, _ = md.ddpm_step(x_t, eps_hat, t, cosine, noise=torch.zeros_like(x_t))
@@ -180,6 +190,7 @@ def test_true_eps_full_ddim_loop_returns_x0(linear, true_eps, gen):
     eps = torch.randn(4, 3, generator=gen(1), dtype=torch.float64)
     x_T = md.q_sample(x0, linear.T - 1, linear, noise=eps)
     out = md.ddim_sample(true_eps(x0, linear), (4, 3), linear, steps=25, x_T=x_T)
+    # float64, 25 steps exact in theory: rounding only (x0_hat's 1 / sqrt(ab) <= 160), ~1e-13
     torch.testing.assert_close(out, x0, rtol=1e-9, atol=1e-9)
 
 
@@ -211,7 +222,9 @@ def test_inversion_off_the_data_set_snaps_to_the_data(linear, points2d, gen):
     x0 = torch.randn(50, 2, generator=gen(1), dtype=torch.float64)
     back = md.ddim_sample(oracle, x0.shape, linear, steps=200, x_T=md.ddim_invert(oracle, x0, linear, steps=200))
     to_data = torch.cdist(back, points).min(dim=1).values
-    assert float(to_data.max()) < 1e-6                              # decoded onto the data set ...
+    # decoded onto the data set (to rounding; cdist of > 25 rows cancels in ||x||^2 + ||p||^2 - 2 x.p, leaving
+    # ~sqrt(eps64 * 4 ||p||^2) ~ 1e-7) ...
+    assert float(to_data.max()) < 1e-6
     assert float((back - x0).norm(dim=1).mean()) > 0.5              # ... hence not back to x_0
 
 
@@ -220,6 +233,7 @@ def test_inversion_with_true_eps_is_exact_for_one_point(linear, gen):
     x0 = torch.randn(1, 5, generator=gen(0), dtype=torch.float64)
     oracle = md.OracleDenoiser(x0, linear)
     x_T = md.ddim_invert(oracle, x0, linear, steps=10)
+    # float64, as above
     torch.testing.assert_close(md.ddim_sample(oracle, (1, 5), linear, steps=10, x_T=x_T), x0, rtol=1e-9, atol=1e-9)
 
 
@@ -248,7 +262,8 @@ def test_ddpm_callback_arguments(small, oracle, gen):
     assert [c[0] for c in calls] == list(range(small.T))
     assert [c[1] for c in calls] == list(range(small.T - 1, -1, -1))
     assert all(c[2] == (3, 2) for c in calls)
-    # the last step (t = 0) returns its x0_hat: the posterior at t = 0 is the point mass at x_0
+    # the last step (t = 0) returns its x0_hat: the posterior at t = 0 is the point mass at x_0 (its coefficient
+    # beta_1 / (1 - (1 - beta_1)) is 1 to ~eps64 / beta_1 = 2e-13 relative)
     torch.testing.assert_close(out, calls[-1][3], rtol=1e-12, atol=1e-12)
 
 
@@ -262,6 +277,8 @@ def test_clip_x0_clips(small, gen):
                    lambda **kw: md.ddim_sample(far, (8, 2), small, steps=10, x_T=x_T, **kw)):
         seen = []
         clipped = sample(clip_x0=0.5, callback=lambda i, t, x, x0: seen.append(x0.abs().max()))
+        # the last step returns the clipped x0_hat times a coefficient that is 1 up to float32 rounding: 1e-6 is
+        # 17 ulps of 0.5
         assert max(seen) <= 0.5 and float(clipped.abs().max()) <= 0.5 + 1e-6
         assert float(sample().abs().max()) > 2.0                       # without clipping it is far outside
 
@@ -272,12 +289,15 @@ def test_float64_sampling(small, oracle, points2d, gen):
                    lambda **kw: md.ddim_sample(oracle, (8, 2), small, steps=20, eta=0.3, generator=gen(0), **kw)):
         x64, x32 = sample(dtype=torch.float64), sample()
         assert x64.dtype == torch.float64 and x32.dtype == torch.float32
+        # float64 on the points (8 rows: cdist's direct, cancellation-free path): rounding, ~1e-13
         assert float(torch.cdist(x64, points).min(dim=1).values.max()) < 1e-9
     # a deterministic run from the same x_T agrees across precisions
     x_T = torch.randn(8, 2, generator=gen(1), dtype=torch.float64)
     x64 = md.ddim_sample(oracle, (8, 2), small, steps=20, x_T=x_T)
     x32 = md.ddim_sample(oracle, (8, 2), small, steps=20, x_T=x_T.float())
     assert x64.dtype == torch.float64 and x32.dtype == torch.float32
+    # float32 rounding (~2e-7 of values ~2) magnified by x0_hat's 1 / sqrt(ab) <= 182 on this schedule, then
+    # contracted onto the points: <= ~4e-5
     torch.testing.assert_close(x32.double(), x64, rtol=1e-4, atol=1e-4)
 
 
@@ -289,6 +309,7 @@ def test_ddpm_variance_beta_differs_from_beta_tilde(small, oracle, gen):
         mean, _ = md.ddpm_step(x_t, eps, t, small, noise=torch.zeros_like(z))
         a, _ = md.ddpm_step(x_t, eps, t, small, variance="beta_tilde", noise=z)
         b, _ = md.ddpm_step(x_t, eps, t, small, variance="beta", noise=z)
+        # float64: (mean + std z) - mean gives std z back up to an ulp of |mean| <= 3: ~1e-15 absolute
         torch.testing.assert_close(a - mean, float(small.posterior_variance[t]) ** 0.5 * z, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(b - mean, float(small.betas[t]) ** 0.5 * z, rtol=1e-10, atol=1e-12)
     # over a whole run (same x_T, same noise) the trajectories part
@@ -297,7 +318,7 @@ def test_ddpm_variance_beta_differs_from_beta_tilde(small, oracle, gen):
     for variance in ("beta_tilde", "beta"):
         md.ddpm_sample(oracle, (64, 2), small, x_T=x_T, variance=variance, generator=gen(4),
                        callback=lambda i, t, x_t, x0_hat: states.update({variance: x_t}) if t == 10 else None)
-    assert not torch.allclose(states["beta"], states["beta_tilde"], atol=1e-3)
+    assert not torch.allclose(states["beta"], states["beta_tilde"], atol=1e-3)      # apart by up to 0.04 here
 
 
 def test_zero_snr_sampling_stays_finite(zero_snr, points2d, gen):
@@ -306,7 +327,8 @@ def test_zero_snr_sampling_stays_finite(zero_snr, points2d, gen):
     for out in (md.ddim_sample(oracle, (32, 2), zero_snr, steps=20, generator=gen(0), dtype=torch.float64),
                 md.ddpm_sample(oracle, (32, 2), zero_snr, generator=gen(0), dtype=torch.float64)):
         assert bool(torch.isfinite(out).all())
-        assert float(torch.cdist(out, points).min(dim=1).values.max()) < 1e-3
+        # on the points as in test_float64_sampling; 32 rows take cdist's ||x||^2 + ||p||^2 - 2 x.p path (~1e-7)
+        assert float(torch.cdist(out, points).min(dim=1).values.max()) < 1e-6
 
 
 @pytest.mark.parametrize("eta", [0.3, 1.0])

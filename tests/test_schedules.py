@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import minidiff as md
+from tolerances import F32_EPS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,7 +33,8 @@ def test_betas_in_open_unit_interval_and_alpha_bar_strictly_decreasing(name, T):
     ab = sched.alpha_bars
     assert bool(((ab > 0) & (ab < 1)).all())
     assert bool((ab[1:] < ab[:-1]).all()), "alpha_bar must be strictly decreasing"
-    # alpha_bar is the cumulative product of alpha = 1 - beta (DDPM eq. 4's definition), checked in a loop.
+    # alpha_bar is the cumulative product of alpha = 1 - beta (DDPM eq. 4's definition), checked in a loop:
+    # two float64 products of <= 1000 factors, each step rounding by <= eps64/2, agree to <= 2.2e-13 relative.
     prod = 1.0
     for i in range(T):
         prod *= 1.0 - float(sched.betas[i])
@@ -48,6 +50,8 @@ def test_zero_terminal_snr_rescale(base):
     ab = z.alpha_bars[:-1]
     assert bool(((ab > 0) & (ab < 1)).all()) and bool((z.alpha_bars[1:] < z.alpha_bars[:-1]).all())
     # Lin et al. 2023, Algorithm 1 keeps sqrt(alpha_bar_1) and shifts/scales sqrt(alpha_bar) linearly.
+    # (float64: a few roundings of the rescale, and the re-derived cumulative product of <= 1000 alphas: <= ~2e-13
+    # relative; atol covers the last entry, 0 exactly on both sides)
     assert math.isclose(float(z.alpha_bars[0].sqrt()), float(sched.alpha_bars[0].sqrt()), rel_tol=1e-12)
     first, last = sched.alpha_bars[0].sqrt(), sched.alpha_bars[-1].sqrt()
     expected = (sched.alpha_bars.sqrt() - last) * first / (first - last)
@@ -61,15 +65,17 @@ def test_zero_terminal_snr_rescale(base):
 def test_terminal_snr_is_tiny_for_T_1000(name):
     sched = BUILDERS[name](1000)
     ab = sched.alpha_bars
-    torch.testing.assert_close(sched.snr, ab / (1 - ab), rtol=0, atol=0)
+    torch.testing.assert_close(sched.snr, ab / (1 - ab), rtol=0, atol=0)         # the same operations: exact
     assert 0 < float(sched.snr[-1]) < 1e-4
     assert float(sched.snr[0]) > 1e3                                 # and x_1 is almost clean
 
 
 def test_linear_betas_are_evenly_spaced():
     sched = md.NoiseSchedule.linear(T=1000, beta_start=1e-4, beta_end=0.02)
+    # linspace starts exactly at its start and ends within an ulp of its end (4.5 ulps allowed)
     assert float(sched.betas[0]) == 1e-4 and math.isclose(float(sched.betas[-1]), 0.02, rel_tol=1e-15)
     diffs = sched.betas.diff()
+    # differences of values <= 0.02 (ulp 3.5e-18) are within ~1e-17 of the step 2e-5: ~5e-13 relative
     torch.testing.assert_close(diffs, torch.full_like(diffs, (0.02 - 1e-4) / 999), rtol=1e-9, atol=0)
 
 
@@ -79,6 +85,9 @@ def test_cosine_matches_closed_form_where_uncapped():
     uncapped = int((sched.betas < 0.999).sum())
     assert uncapped == T - 1                                          # only the last beta hits the default cap
     f0 = cosine_f(0, T)
+    # float64: near the end cos(...) approaches 0 (1.6e-3 at the last uncapped index), so the argument's rounding
+    # near pi/2 (~eps64) costs ~eps64 / cos ~ 2e-13 relative, doubled by the square; the 1000-factor product adds
+    # ~2e-13
     for i in range(uncapped):                                         # index i is the paper's t = i + 1
         assert math.isclose(float(sched.alpha_bars[i]), cosine_f(i + 1, T) / f0, rel_tol=1e-10)
 
@@ -94,12 +103,13 @@ def test_cosine_cap_binds():
     # The cap binds exactly where the uncapped cosine beta 1 - f(t)/f(t-1) would exceed it ...
     raw = torch.tensor([1 - cosine_f(i + 1, T) / cosine_f(i, T) for i in range(T)], dtype=torch.float64)
     assert torch.equal(hit, raw >= 0.5)
-    # ... and nowhere else: elsewhere the betas are the closed form.
+    # ... and nowhere else: elsewhere the betas are the closed form (1 - f_t / f_{t-1} cancels to beta >= 4e-5:
+    # ~eps64 / 4e-5 = 6e-12 relative).
     torch.testing.assert_close(capped.betas[~hit], raw[~hit], rtol=1e-9, atol=1e-15)
     # A binding cap keeps more signal at the end than the mildly capped schedule.
     assert float(capped.alpha_bars[-1]) > float(free.alpha_bars[-1])
-    assert math.isclose(float(capped.alpha_bars[-1]), float(capped.alpha_bars[-1 - n_hit]) * 0.5**n_hit,
-                        rel_tol=1e-12)
+    # multiplying by alpha = 1 - 0.5 = 0.5 is exact in floating point, so the identity is too
+    assert float(capped.alpha_bars[-1]) == float(capped.alpha_bars[-1 - n_hit]) * 0.5**n_hit
 
 
 def test_sigmoid_schedule_shape():
@@ -109,6 +119,7 @@ def test_sigmoid_schedule_shape():
     assert bool((betas.diff() > 0).all())                              # increasing
     assert b0 < float(betas[0]) < float(betas[-1]) < b1
     # beta = b0 + (b1 - b0) sigmoid(x) on x = linspace(-6, 6): symmetric since sigmoid(-x) = 1 - sigmoid(x).
+    # float64, a few roundings (a vectorised exp within an ulp or two): ~1e-15 relative.
     torch.testing.assert_close(betas + betas.flip(0), torch.full_like(betas, b0 + b1), rtol=1e-12, atol=0)
     assert math.isclose(float(betas[0]), b0 + (b1 - b0) / (1 + math.exp(6.0)), rel_tol=1e-12)
 
@@ -127,7 +138,7 @@ def test_float32_betas_are_stored_as_float64_copies():
     sched = md.NoiseSchedule(betas)
     assert sched.betas.dtype == torch.float64
     betas[0] = 0.5                                                     # the schedule owns its copy
-    assert float(sched.betas[0]) == pytest.approx(1e-4, rel=1e-6)
+    assert float(sched.betas[0]) == pytest.approx(1e-4, rel=F32_EPS)  # float32's 1e-4, within eps32/2
 
 
 def test_schedule_is_frozen(linear):
@@ -158,6 +169,7 @@ def test_posterior_tables_follow_ddpm_eq_7(cosine):
     """The stored posterior coefficients are DDPM eq. (7) evaluated from betas and alpha_bars."""
     b, ab, abp = cosine.betas, cosine.alpha_bars, cosine.alpha_bars_prev
     assert float(abp[0]) == 1.0 and torch.equal(abp[1:], ab[:-1])
+    # float64, the same products and quotients in another order: a few ulps
     torch.testing.assert_close(cosine.posterior_variance, (1 - abp) / (1 - ab) * b, rtol=1e-12, atol=0)
     torch.testing.assert_close(cosine.posterior_mean_coef_x0, abp.sqrt() * b / (1 - ab), rtol=1e-12, atol=0)
     torch.testing.assert_close(cosine.posterior_mean_coef_xt, (1 - abp) * (1 - b).sqrt() / (1 - ab),
