@@ -49,7 +49,7 @@ def evaluate_samples(samples: torch.Tensor, labels: torch.Tensor | None = None, 
     """
     n = _check_samples(samples, labels, n)
     classifier = classifier if classifier is not None else load_classifier()
-    test_stats = feature_stats(classifier_features(classifier, _real_subset("test", n, seed=0, root=root)))
+    test_stats = _test_stats(classifier, n, root)
     fake = classifier_features(classifier, samples[:n])                                   # (n, d)
     result = dict(fd_cls=frechet_distance(*feature_stats(fake), *test_stats),
                   fd_cls_floor=fd_cls_floor(n, classifier=classifier, root=root, test_stats=test_stats))
@@ -76,10 +76,14 @@ def fd_cls_floor(n: int, *, train_seed: int = 1, classifier: nn.Module | None = 
     n = check_int(n, "n", low=2, high=10000)
     check_int(train_seed, "train_seed", low=0)
     classifier = classifier if classifier is not None else load_classifier()
-    if test_stats is None:
-        test_stats = feature_stats(classifier_features(classifier, _real_subset("test", n, seed=0, root=root)))
+    test_stats = _test_stats(classifier, n, root) if test_stats is None else test_stats
     train = classifier_features(classifier, _real_subset("train", n, seed=train_seed, root=root))  # (n, d)
     return frechet_distance(*feature_stats(train), *test_stats)
+
+
+def _test_stats(classifier: nn.Module, n: int, root) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feature mean and covariance of the n test images every FD_cls here compares with (a fixed subset)."""
+    return feature_stats(classifier_features(classifier, _real_subset("test", n, seed=0, root=root)))
 
 
 def _check_samples(samples, labels, n) -> int:

@@ -38,7 +38,8 @@ class ChapterRuns:
         if call.when != "call" or type(item).__name__ != "IPyNbCell":
             return
         path = Path(str(item.parent.fspath)).resolve()
-        self.digests.setdefault(path, _digest(path))
+        if path not in self.digests:                             # the notebook as it was when it ran
+            self.digests[path] = _digest(path)
         passed = outcome.get_result().passed and item.test_outputs is not None
         self.cells.setdefault(path, {})[item.cell_num] = copy.deepcopy(item.test_outputs) if passed else None
 
