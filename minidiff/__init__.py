@@ -59,6 +59,12 @@ from .editing import inpaint, sdedit, slerp
 
 __all__ += ["inpaint", "sdedit", "slerp"]
 
+# super-resolution (chapter 8): ILVR with any model, and SR3-style conditional models
+from . import superres
+from .superres import LowResConditioned, ilvr, sr3_sample
+
+__all__ += ["superres", "ilvr", "sr3_sample", "LowResConditioned"]
+
 __all__ += [
     "TrainConfig", "TrainResult", "train", "EMA", "load_model", "CheckpointError", "pretrained", "load_result",
     "plot", "image_grid", "save_image_grid", "scatter_2d", "save_scatter_2d",

@@ -317,6 +317,15 @@ def _sample_labels(args: argparse.Namespace, model, config: dict, n: int) -> tor
     return torch.full((n,), parse_label(args.label, class_names(config, num_classes), num_classes))
 
 
+def refuse_superres(ckpt: str, config: dict) -> None:
+    """An SR3 checkpoint needs a low-resolution image to sample from: not a job for `sample` or `evaluate`."""
+    factor = (config.get("train") or {}).get("superres")
+    if factor:
+        raise ValueError(f"{ckpt!r} is an SR3 super-resolution model (factor {factor}): it samples from a "
+                         f"low-resolution image, in Python with minidiff.sr3_sample(model, lowres, sched, "
+                         f"factor={factor})")
+
+
 def sample_command(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .plot import save_image_grid, save_scatter_2d
@@ -326,6 +335,7 @@ def sample_command(args: argparse.Namespace) -> int:
     refuse_shipped(args.out, args.force)
     check_ddim_options(args)
     model, sched, config = load_model(checkpoint_path(args.ckpt), ema=not args.raw_weights, device=args.device)
+    refuse_superres(args.ckpt, config)
     fast.apply(model)                                   # the same function, faster on this device
     shape = tuple(config["sample_shape"])
     is_2d = len(shape) == 1
@@ -391,6 +401,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.out:
         refuse_shipped(args.out, args.force)
     model, sched, config = load_model(checkpoint_path(args.ckpt), ema=not args.raw_weights, device=args.device)
+    refuse_superres(args.ckpt, config)
     if tuple(config["sample_shape"]) != (1, 28, 28):
         raise ValueError(f"evaluate needs a model of 28x28 grey images (Fashion-MNIST: FD_cls and class agreement "
                          f"use a classifier of those); {args.ckpt!r} makes samples of shape "

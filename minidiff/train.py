@@ -46,6 +46,7 @@ from .plot import save_image_grid, save_scatter_2d
 from .runtime import default_device
 from .samplers import ddim_sample
 from .schedules import SCHEDULE_NAMES, NoiseSchedule
+from .superres import LowResConditioned, downsample
 from .unet import PRESETS, UNet
 
 IMAGE_DATASETS = {"fashion-mnist": "load_fashion_mnist", "mnist": "load_mnist", "cifar10": "load_cifar10"}
@@ -74,6 +75,10 @@ class TrainConfig:
         model_kwargs: overrides of the preset's constructor arguments (JSON-able); the channels / dimension
             and ``num_classes`` come from the data and ``conditional``.
         conditional: train a class-conditional model (image sets only).
+        superres: train an SR3 super-resolution model for this upscaling factor (image sets only; it must
+            divide the image size): the U-Net also sees the training image, downsampled by ``superres`` and
+            upsampled back bicubically, as extra input channels (:mod:`minidiff.superres`; default: None, an
+            ordinary model).
         p_uncond: label dropout probability for classifier-free guidance (default: 0.1 if conditional, else 0).
         schedule: the noise schedule, ``"linear"``, ``"cosine"`` or ``"sigmoid"``.
         T: the schedule's number of steps.
@@ -106,6 +111,7 @@ class TrainConfig:
     model: str = "tiny"
     model_kwargs: dict = field(default_factory=dict)
     conditional: bool = False
+    superres: int | None = None
     p_uncond: float | None = None
     schedule: str = "linear"
     T: int = 1000
@@ -150,6 +156,12 @@ class TrainConfig:
             raise TypeError(f"conditional must be a bool, got {self.conditional!r}")
         if self.conditional and toy:
             raise ValueError(f"conditional=True needs a labelled image dataset; {self.dataset!r} has no labels")
+        if self.superres is not None:
+            check_int(self.superres, "superres", low=2)
+            if toy or self.conditional:
+                raise ValueError(f"superres={self.superres} needs an image dataset and an unconditional model "
+                                 f"(it is conditioned on the low-resolution image); got dataset={self.dataset!r}, "
+                                 f"conditional={self.conditional}")
         if self.p_uncond is None:
             set_("p_uncond", 0.1 if self.conditional else 0.0)
         check_real(self.p_uncond, "p_uncond", low=0.0, high=1.0)
@@ -255,6 +267,7 @@ def _train(config: TrainConfig, env: "_Env", resume: bool, data, progress: bool)
 
     # Data: the same set on every process, then each takes its own shard and its own random streams.
     x, y, num_classes = load_training_data(config) if data is None else _check_data(data, config)
+    _check_superres(config, x)
     x, y = x[rank::world], (None if y is None else y[rank::world])
     if len(x) < config.batch_size:
         raise ValueError(f"batch_size={config.batch_size} exceeds the {len(x)} training examples per process")
@@ -285,13 +298,14 @@ def _train(config: TrainConfig, env: "_Env", resume: bool, data, progress: bool)
     unit = "img" if x.ndim == 4 else "pts"
     bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress or rank != 0, dynamic_ncols=True)
     pending, clock, clock_step = [], time.perf_counter(), step
+    condition = conditioning(config)
 
     while step < config.steps:
         x0, labels = next(batches)
         for group in opt.param_groups:
             group["lr"] = lr_at(config, step)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = eps_loss(net, x0, loss_sched, y=labels, p_uncond=config.p_uncond, generator=noise_gen)  # DDPM Alg. 1
+            loss = eps_loss(condition(net, x0), x0, loss_sched, y=labels, p_uncond=config.p_uncond, generator=noise_gen)  # DDPM Alg. 1
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:
@@ -310,10 +324,10 @@ def _train(config: TrainConfig, env: "_Env", resume: bool, data, progress: bool)
             bar.set_postfix({"loss": f"{losses[-1]:.4f}", f"{unit}/s": f"{rate:.0f}"})
             pending, clock, clock_step = [], time.perf_counter(), step
         if sample_now and rank == 0:
-            _save_samples(ema.model, sched, config, step, x, num_classes)
+            _save_samples(ema.model, sched, config, step, x, num_classes, condition)
         if save_now:
             _check_weights({"weights": model, "EMA weights": ema.model}, x0, labels, sched, step, world, ckpt_path,
-                           use_bf16)                                # never keep weights that give NaN
+                           use_bf16, condition)                     # never keep weights that give NaN
             rng = _gather(_rng_state(data_gen, noise_gen, position, device), world)
             if rank == 0:
                 save_checkpoint(ckpt_path, model=model, ema_model=ema.model, optimizer=opt, step=step, sched=sched,
@@ -367,8 +381,25 @@ def make_model(config: TrainConfig, sample_shape: tuple[int, ...], num_classes: 
     """A fresh model for examples of ``sample_shape`` ((C, H, W) or (dim,)), as ``config`` says."""
     if config.model == "mlp":
         return MLPDenoiser(dim=sample_shape[0], num_classes=num_classes, **config.model_kwargs)
+    if config.superres:           # SR3: (x_t, upsampled low-res image) in, the noise of x_t out
+        return UNet.from_preset(config.model, in_channels=2 * sample_shape[0], out_channels=sample_shape[0],
+                                num_classes=num_classes, **config.model_kwargs)
     return UNet.from_preset(config.model, in_channels=sample_shape[0], num_classes=num_classes,
                             **config.model_kwargs)
+
+
+def conditioning(config: TrainConfig):
+    """``condition(model, x0)``: the model as the loss and the samplers call it for the clean batch ``x0`` —
+    the model itself, or for an SR3 run the model with ``x0``'s low-resolution version bound to it."""
+    if not config.superres:
+        return lambda model, x0: model
+    f = config.superres
+    return lambda model, x0: LowResConditioned(model, downsample(x0, f), f)
+
+
+def _check_superres(config: TrainConfig, x: torch.Tensor) -> None:
+    if config.superres and (x.shape[-1] % config.superres or x.shape[-2] % config.superres):
+        raise ValueError(f"superres={config.superres} must divide the image size {tuple(x.shape[-2:])}")
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -428,7 +459,7 @@ def _read_losses(pending: list[torch.Tensor], first_step: int, world: int, ckpt_
 
 @torch.no_grad()
 def _check_weights(models: dict, x0: torch.Tensor, labels, sched: NoiseSchedule, step: int, world: int,
-                   ckpt_path: Path, use_bf16: bool) -> None:
+                   ckpt_path: Path, use_bf16: bool, condition=lambda model, x0: model) -> None:
     """Stop before a checkpoint of weights that give NaN or inf: each model (the weights, the EMA) must be finite,
     give a finite loss on the last batch and draw finite samples of sane size in a short DDIM run (eval mode, its
     own noise stream: the run's random state is not touched). One host sync per checkpoint.
@@ -447,10 +478,10 @@ def _check_weights(models: dict, x0: torch.Tensor, labels, sched: NoiseSchedule,
         was_training = m.training
         m.eval()
         with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = eps_loss(m, x0, sched, y=labels, generator=gen)
+            loss = eps_loss(condition(m, x0), x0, sched, y=labels, generator=gen)
             n = min(4, len(x0))
             try:
-                few = ddim_sample(m, (n, *x0.shape[1:]), sched, steps=min(8, sched.T), generator=gen,
+                few = ddim_sample(condition(m, x0[:n]), (n, *x0.shape[1:]), sched, steps=min(8, sched.T), generator=gen,
                                   y=None if labels is None else labels[:n])            # a short DDIM run
                 sane = few.abs().max() <= bound                                         # NaN fails too
             except FloatingPointError:                                                  # a NaN/inf prediction
@@ -472,13 +503,15 @@ def _check_weights(models: dict, x0: torch.Tensor, labels, sched: NoiseSchedule,
 
 @torch.no_grad()
 def _save_samples(ema_model, sched: NoiseSchedule, config: TrainConfig, step: int, x: torch.Tensor,
-                  num_classes: int | None) -> None:
-    """Draw ``sample_n`` samples with DDIM from the EMA model (fixed noise, so grids compare across steps)."""
-    n = config.sample_n
+                  num_classes: int | None, condition=lambda model, x0: model) -> None:
+    """Draw ``sample_n`` samples with DDIM from the EMA model (fixed noise, so grids compare across steps); an
+    SR3 model super-resolves the first ``sample_n`` training images."""
+    n = min(config.sample_n, len(x)) if config.superres else config.sample_n
     y = torch.arange(n) % num_classes if num_classes else None        # (n,) every class in turn, one per column
     gen = torch.Generator().manual_seed(config.seed)
     device = next(ema_model.parameters()).device
-    samples = ddim_sample(ema_model, (n, *x.shape[1:]), sched, steps=config.sample_steps, y=y, generator=gen,
+    model = condition(ema_model, x[:n].to(device))                    # an SR3 model: the first n images, low-res
+    samples = ddim_sample(model, (n, *x.shape[1:]), sched, steps=config.sample_steps, y=y, generator=gen,
                           device=device)
     path = Path(config.out) / "samples" / f"step_{step:07d}.png"
     if x.ndim == 2:
