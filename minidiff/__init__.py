@@ -33,7 +33,7 @@ from . import classifier, data, evaluate, metrics
 from .classifier import Classifier, load_classifier
 from .data import FASHION_MNIST_CLASSES, TensorLoader, load_cifar10, load_fashion_mnist, load_mnist, toy_2d
 from .evaluate import evaluate_samples
-from .metrics import class_agreement, class_diversity, fd_cls, frechet_distance
+from .metrics import class_agreement, class_diversity, fd_cls, frechet_distance, precision_recall
 from .mlp import MLPDenoiser
 from .unet import UNet, n_params, timestep_embedding
 from . import fast                  # opt-in speed paths: fast.apply(model), as minidiff.train does
@@ -42,7 +42,7 @@ __all__ += [
     "UNet", "MLPDenoiser", "n_params", "timestep_embedding", "fast",
     "data", "load_fashion_mnist", "load_mnist", "load_cifar10", "toy_2d", "TensorLoader", "FASHION_MNIST_CLASSES",
     "evaluate", "evaluate_samples", "classifier", "Classifier", "load_classifier",
-    "metrics", "frechet_distance", "fd_cls", "class_agreement", "class_diversity",
+    "metrics", "frechet_distance", "fd_cls", "class_agreement", "class_diversity", "precision_recall",
 ]
 
 # training, checkpoints and pictures of samples (chapter 4)

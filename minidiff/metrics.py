@@ -9,6 +9,8 @@ All three scores look at images through the shipped Fashion-MNIST classifier (:m
 - **Class agreement**: for a class-conditional model, how often the classifier assigns a sample the label it
   was generated for.
 - **Class diversity**: how spread out the features of each class are, to set next to that of real images.
+- **Precision and recall** (Kynkäänniemi et al. 2019): the fraction of samples that look like some real image,
+  and of real images that some sample looks like — mode coverage, where FD_cls mixes both into one number.
 
 Introduced in chapter 6, where the samplers' quality is first measured (chapters 4 and 5 already count class
 agreement); :func:`minidiff.evaluate.evaluate_samples` computes FD_cls and its floor in one call.
@@ -110,6 +112,49 @@ def _check_features(features) -> torch.Tensor:
     if f.ndim != 2 or f.shape[0] < 2:
         raise ValueError(f"features must have shape (N, d) with N >= 2, got {tuple(f.shape)}")
     return f
+
+
+def precision_recall(fake_features, real_features, *, k: int = 3) -> dict:
+    """Improved precision and recall (Kynkäänniemi et al. 2019): how much of each set lies on the other's manifold.
+
+    Each set's manifold is estimated as the union of balls around its points, each ball's radius the distance
+    from the point to its k-th nearest neighbour within the set. Then::
+
+        precision = fraction of fake points inside the real manifold    (are the samples realistic?)
+        recall    = fraction of real points inside the fake manifold    (is every kind of real image produced?)
+
+    A generator that collapses onto a few modes keeps its precision and loses recall; one that spreads over
+    everything keeps recall and loses precision. Both estimates depend on k and on the set sizes: compare them
+    at equal sizes.
+
+    Args:
+        fake_features: (N, d) features of generated samples.
+        real_features: (M, d) features of real images.
+        k: the neighbour that sets each radius (the paper uses k = 3), 1 <= k < min(N, M).
+
+    Returns:
+        {"precision": float, "recall": float, "k": k}.
+
+    Introduced in chapter 8.
+    """
+    fake, real = _check_features(fake_features), _check_features(real_features)
+    if fake.shape[1] != real.shape[1]:
+        raise ValueError(f"fake_features and real_features must have the same width d, got {fake.shape[1]} and "
+                         f"{real.shape[1]}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < min(len(fake), len(real)):
+        raise ValueError(f"k must be an int in [1, {min(len(fake), len(real)) - 1}] (below both set sizes), "
+                         f"got {k!r}")
+
+    def radii(f):                       # distance of each point to its k-th nearest neighbour in its own set
+        d = torch.cdist(f, f)                                                        # (N, N), 0 on the diagonal
+        return d.kthvalue(k + 1, dim=1).values                                       # (N,): k + 1 skips itself
+
+    def inside(points, centres, r):     # is each point within some centre's ball?
+        return (torch.cdist(points, centres) <= r[None, :]).any(dim=1)               # (P,)
+
+    precision = float(inside(fake, real, radii(real)).double().mean())
+    recall = float(inside(real, fake, radii(fake)).double().mean())
+    return dict(precision=precision, recall=recall, k=k)
 
 
 # ------------------------------------------------------------------------------------------ the scores
