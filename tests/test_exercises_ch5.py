@@ -33,7 +33,6 @@ def test_right_answers_pass():
     assert ex.check_ddpm_step(step)
     assert ex.check_ddpm_step(step_via_x0)
     assert ex.check_ddpm_step(lambda x_t, eps, t, s, n: md.ddpm_step(x_t, eps, t, s, noise=n)[0])
-    assert ex.check_ddpm_step(lambda x_t, eps, t, s, n: step(x_t.float(), eps.float(), t, s, n.float()))  # float32
     assert "t = 0 included" in ex.check_ddpm_step(step).message
 
 
@@ -105,3 +104,72 @@ def test_exceptions_become_hints():
         return x_t + s.betas[t + 1000]
     result = ex.check_ddpm_step(broken)
     assert not result and "IndexError" in result.message
+
+
+def test_right_answers_pass_in_every_layout_and_dtype():
+    seen = set()
+
+    def spy(x_t, eps, t, s, n):
+        seen.add((tuple(x_t.shape), x_t.dtype))
+        return step(x_t, eps, t, s, n)
+
+    assert ex.check_ddpm_step(spy)
+    shapes = {shape for shape, _ in seen}
+    assert {(6, 6), (6, 3, 2), (6, 1, 4, 4), (6, 3, 4, 4)} <= shapes
+    assert all((shape, dtype) in seen for shape in shapes for dtype in (torch.float32, torch.float64))
+
+
+def test_casting_to_float32_gets_a_dtype_hint():
+    """The checker gives float32 inputs itself; a step that casts float64 ones down returns the wrong dtype."""
+    result = ex.check_ddpm_step(lambda x_t, eps, t, s, n: step(x_t.float(), eps.float(), t, s, n.float()))
+    assert not result and "dtype torch.float32, expected torch.float64" in result.message, result.message
+
+
+def test_a_float64_schedule_slice_gets_a_dtype_hint():
+    """sched.alpha_bars[t:t + 1] is a (1,) float64 tensor: unlike a 0-d one it turns a float32 x into float64."""
+    def wrong(x_t, eps, t, s, n):
+        b, al, ab = s.betas[t:t + 1], s.alphas[t:t + 1], s.alpha_bars[t:t + 1]
+        mean = (x_t - b / (1 - ab).sqrt() * eps) / al.sqrt()
+        return mean if t == 0 else mean + float(s.posterior_variance[t]) ** 0.5 * n
+    result = ex.check_ddpm_step(wrong)
+    assert not result and "dtype torch.float64, expected torch.float32" in result.message, result.message
+    assert ".to(x.dtype)" in result.message
+
+
+def test_a_shape_for_one_rank_gets_a_shape_hint():
+    def wrong(x_t, eps, t, s, n):
+        c = s.alphas.to(x_t.dtype)[t].view(1, 1, 1)                 # fits (B, C, D) only
+        return step(x_t, eps, t, s, n) * c / c
+    result = ex.check_ddpm_step(wrong)
+    assert not result and "has shape (1, 6, 6), expected (6, 6)" in result.message, result.message
+
+
+def clipped_step(x_t, eps, t, sched, noise):
+    """The posterior-mean form with x0_hat clipped to [-1, 1], as for images."""
+    x0_hat = md.x0_from_eps(x_t, eps, float(sched.alpha_bars[t])).clamp(-1, 1)
+    mean = float(sched.posterior_mean_coef_x0[t]) * x0_hat + float(sched.posterior_mean_coef_xt[t]) * x_t
+    return mean + float(sched.posterior_variance[t]) ** 0.5 * noise
+
+
+def test_clipping_x0_hat_gets_its_hint():
+    result = ex.check_ddpm_step(clipped_step)
+    assert not result and "you clipped x0_hat" in result.message and "clip_x0" in result.message, result.message
+
+
+def test_every_catalogued_mean_mistake_gets_its_own_hint():
+    """A step whose mean has exactly one catalogued mistake (and the right noise) gets that mistake's hint."""
+    from minidiff.exercises import ch05_ddpm_sampling as ch5
+
+    def mistakes(x, eps, t, s):
+        return ch5._ddpm_step_mean_mistakes(x.double(), eps.double(), t, s)
+
+    n = len(mistakes(torch.zeros(1), torch.zeros(1), 5, md.NoiseSchedule.linear(T=10)))
+    for i in range(n):
+        def wrong(x_t, eps, t, s, noise, i=i):
+            m = mistakes(x_t, eps, t, s)
+            if len(m) <= i:                                     # the t + 1 entry does not exist at t = T-1
+                return step(x_t, eps, t, s, noise)
+            return m[i][1]().to(x_t.dtype) + float(s.posterior_variance[t]) ** 0.5 * noise
+        hint = mistakes(torch.zeros(1), torch.zeros(1), 5, md.NoiseSchedule.linear(T=10))[i][0]
+        result = ex.check_ddpm_step(wrong)
+        assert not result and result.message.endswith(hint), (i, result.message)

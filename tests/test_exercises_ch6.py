@@ -15,7 +15,8 @@ def ab(sched, t):
 
 def make_step(*, x0_prev=False, no_sqrt_x0=False, sigma_no_factor=False, sigma_no_sqrt=False, no_subtract=False,
               noise_var=False, noise_unscaled=False, alphas_prev=False, alphas_both=False, wrap=False,
-              consecutive=False, return_x0=False, return_pair=False, own_noise=False):
+              consecutive=False, return_x0=False, return_pair=False, own_noise=False, noise_sign=1, clip=None,
+              uncast=False):
     """A reader's DDIM step (eq. 12 and 16) with one switchable mistake."""
     def fn(x_t, eps, t, t_prev, sched, eta, noise):
         a = float(sched.alphas[t]) if alphas_both else ab(sched, t)
@@ -28,6 +29,10 @@ def make_step(*, x0_prev=False, no_sqrt_x0=False, sigma_no_factor=False, sigma_n
             a_prev = ab(sched, tp)
         x0_a = a_prev if x0_prev else a
         x0_hat = (x_t - (1 - x0_a) ** 0.5 * eps) / (x0_a if no_sqrt_x0 else x0_a**0.5)
+        if clip is not None:
+            x0_hat = x0_hat.clamp(-1, 1)
+            if clip == "recompute":                                 # the noise consistent with the clipped x0_hat
+                eps = (x_t - a**0.5 * x0_hat) / (1 - a) ** 0.5
         if return_x0:
             return x0_hat
         var = (1 - a_prev) / (1 - a) * (1 - a / a_prev)
@@ -37,7 +42,8 @@ def make_step(*, x0_prev=False, no_sqrt_x0=False, sigma_no_factor=False, sigma_n
         direction = (1 - a_prev) if no_subtract else (1 - a_prev - sigma**2)
         z = torch.randn_like(x_t) if own_noise else noise
         scale = sigma**2 if noise_var else (1.0 if noise_unscaled and sigma > 0 else sigma)
-        x_prev = a_prev**0.5 * x0_hat + torch.tensor(direction, dtype=x_t.dtype).sqrt() * eps + scale * z
+        coef = torch.tensor([direction], dtype=torch.float64) if uncast else torch.tensor(direction, dtype=x_t.dtype)
+        x_prev = a_prev**0.5 * x0_hat + coef.sqrt() * eps + noise_sign * scale * z
         return (x_prev, x0_hat) if return_pair else x_prev
     return fn
 
@@ -77,6 +83,67 @@ def test_typical_mistakes_get_their_hint(mistake, hint):
     result = ex.check_ddim_step(make_step(**{mistake: True}))
     assert not result
     assert hint in result.message, result.message
+
+
+@pytest.mark.parametrize("kw, hints", [
+    (dict(noise_sign=-1), ["you subtracted the noise", "eta = 0.5"]),
+    (dict(clip="keep"), ["you clipped x0_hat", "clip_x0"]),
+    (dict(clip="recompute"), ["you clipped x0_hat"]),
+    (dict(uncast=True), ["dtype torch.float64, expected torch.float32", ".to(x.dtype)"]),
+])
+def test_new_mistakes_get_their_hint(kw, hints):
+    result = ex.check_ddim_step(make_step(**kw))
+    assert not result
+    for hint in hints:
+        assert hint in result.message, result.message
+
+
+def test_subtracted_noise_outside_the_catalogue_is_named():
+    """Subtracting the noise along with another, uncatalogued mistake: the noise probe still names the sign."""
+    def fn(x_t, eps, t, t_prev, sched, eta, noise):
+        right = md.ddim_step(x_t, eps, t, t_prev, sched, eta=eta, noise=noise)[0]
+        sigma = md.ddim_sigma(ab(sched, t), ab(sched, t_prev), eta)
+        return right - 2 * sigma * noise + (0.01 * eps if eta > 0 else 0.0)
+    result = ex.check_ddim_step(fn)
+    assert not result and "you subtracted the noise" in result.message and "noise-free part" in result.message, \
+        result.message
+
+
+def test_right_answers_pass_in_every_layout_and_dtype():
+    seen = set()
+    right = make_step()
+
+    def spy(x_t, *args):
+        seen.add((tuple(x_t.shape), x_t.dtype))
+        return right(x_t, *args)
+
+    assert ex.check_ddim_step(spy)
+    shapes = {shape for shape, _ in seen}
+    assert {(6, 6), (6, 3, 2), (6, 1, 4, 4), (6, 3, 4, 4)} <= shapes
+    assert all((shape, dtype) in seen for shape in shapes for dtype in (torch.float32, torch.float64))
+
+
+def test_every_catalogued_mistake_gets_its_own_hint():
+    """A step with exactly one catalogued mistake gets that mistake's hint (or, where two entries describe the
+    same mistake, the same text): no entry is shadowed by another or by the right answer."""
+    from minidiff.exercises import ch06_ddim as ch6
+    sched = md.NoiseSchedule.linear(T=20, beta_start=0.01, beta_end=0.3)
+    z = torch.zeros(1, dtype=torch.float64)
+    catalogued, reached = set(), set()
+    for t, t_prev, eta in ch6._ddim_cases(20):
+        for i, (hint, _) in enumerate(ch6._ddim_step_mistakes(z, z, t, t_prev, sched, eta, z)):
+            catalogued.add(hint)
+            def wrong(x_t, eps, t_, t_prev_, s, eta_, noise, i=i, t=t, t_prev=t_prev):
+                m = ch6._ddim_step_mistakes(x_t.double(), eps.double(), t_, t_prev_, s, eta_, noise.double())
+                if (t_, t_prev_) != (t, t_prev) or len(m) <= i:     # right elsewhere: only this case is wrong
+                    return md.ddim_step(x_t, eps, t_, t_prev_, s, eta=eta_, noise=noise)[0]
+                return m[i][1]().to(x_t.dtype)
+            result = ex.check_ddim_step(wrong)
+            if result:                                             # e.g. sigma's mistakes when eta = 0: no change
+                continue
+            assert result.message.endswith(hint), (t, t_prev, eta, i, result.message)
+            reached.add(hint)
+    assert reached == catalogued, catalogued - reached
 
 
 def test_unknown_mistake_names_the_step_and_the_noise_scale():

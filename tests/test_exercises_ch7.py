@@ -70,3 +70,34 @@ def test_mistakes_are_told_apart_at_the_tested_scales():
 
 def test_checker_is_exported():
     assert "check_cfg_combine" in ex.__all__
+
+
+def test_right_answers_pass_in_every_layout_and_dtype():
+    seen = set()
+
+    def spy(u, c, s):
+        seen.add((tuple(u.shape), u.dtype))
+        return u + s * (c - u)
+
+    assert ex.check_cfg_combine(spy)
+    shapes = {shape for shape, _ in seen}
+    assert {(6, 6), (6, 3, 2), (6, 1, 4, 4), (6, 3, 4, 4)} <= shapes
+    assert all((shape, dtype) in seen for shape in shapes for dtype in (torch.float32, torch.float64))
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda u, c, s: (u + s * (c - u)).double(), "dtype torch.float64, expected torch.float32"),
+    (lambda u, c, s: (u + s * (c - u)).float(), "dtype torch.float32, expected torch.float64"),
+    (lambda u, c, s: u + torch.tensor([s], dtype=torch.float64) * (c - u), ".to(x.dtype)"),
+])
+def test_the_wrong_dtype_gets_a_dtype_hint(wrong, hint):
+    result = ex.check_cfg_combine(wrong)
+    assert not result and hint in result.message, result.message
+
+
+def test_a_shape_for_one_rank_gets_a_shape_hint():
+    def wrong(u, c, s):
+        scale = torch.full((len(u), 1, 1, 1), s, dtype=u.dtype)   # shaped for image batches only
+        return u + scale * (c - u)
+    result = ex.check_cfg_combine(wrong)
+    assert not result and "has shape (6, 6, 3, 2), expected (6, 3, 2)" in result.message, result.message

@@ -87,3 +87,34 @@ def test_unknown_mistake_says_which_region():
         return right(xu, x0, m, t, s, n) + 0.1 * (1 - m)
     result = ex.check_repaint_merge(wrong)
     assert not result and "generated region" in result.message, result.message
+
+
+def test_right_answers_pass_in_every_layout_and_dtype():
+    seen = set()
+
+    def spy(xu, x0, m, t, s, n):
+        seen.add((tuple(x0.shape), x0.dtype, m.dtype))
+        return by_hand(xu, x0, m, t, s, n)
+
+    assert ex.check_repaint_merge(spy)
+    shapes = {shape for shape, _, _ in seen}
+    assert {(6, 6), (6, 3, 2), (6, 1, 4, 4), (6, 3, 4, 4)} <= shapes
+    assert all((shape, dtype, dtype) in seen for shape in shapes for dtype in (torch.float32, torch.float64))
+
+
+def test_noise_sign_flip_in_the_known_part():
+    def wrong(xu, x0, m, t, s, n):
+        return right(xu, x0, m, t, s, -n)
+    result = ex.check_repaint_merge(wrong)
+    assert not result and "in the known part" in result.message and "added, not subtracted" in result.message, \
+        result.message
+
+
+def test_an_uncast_schedule_gets_a_dtype_hint():
+    def wrong(xu, x0, m, t, s, n):
+        if t < 0:
+            return m * x0 + (1 - m) * xu
+        a = s.alpha_bars[t:t + 1]                                   # (1,) float64: promotes a float32 x0
+        return m * (a.sqrt() * x0 + (1 - a).sqrt() * n) + (1 - m) * xu
+    result = ex.check_repaint_merge(wrong)
+    assert not result and "dtype torch.float64, expected torch.float32" in result.message, result.message

@@ -10,7 +10,9 @@ by one, the wrong target, ...) and seeing which one the reader's output matches.
     PASS check_q_sample: matches minidiff.q_sample on 2 schedules x 12 samples
 
 A checker is called as ``check_...(fn, seed=0)``: ``fn`` is the reader's function, which takes positional
-arguments with the same meaning as in the package, and ``seed`` seeds the random inputs. The checkers by
+arguments with the same meaning as in the package, and ``seed`` seeds the random inputs. A checker of a batch
+function runs it on batches (B, D), (B, 3, 2) and image batches (B, C, H, W), in float64 and float32: the output
+must keep x's shape and dtype, and a coefficient shaped for one rank only gets a hint. The checkers by
 chapter, each with the function it expects and the package function it compares that with:
 
 Chapter 1, the forward process

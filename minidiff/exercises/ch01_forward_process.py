@@ -9,12 +9,14 @@ from typing import Callable
 import torch
 
 from ..forward import q_step
-from ._harness import (ATOL, MISMATCH, RTOL, CheckResult, as_tensor, at_t, call_reader, check_noising_fn,
-                       match_mistake, short_schedules)
+from ._harness import (MISMATCH, CheckResult, as_tensor, at_t, call_reader, check_noising_fn, match_mistake,
+                       short_schedules, within)
 
 
 def check_alpha_bars(fn: Callable[[torch.Tensor], torch.Tensor], *, seed: int = 0) -> CheckResult:
     """Check ``fn(betas) -> alpha_bars`` (shape (T,)), alpha_bar_t = prod_{s<=t} (1 - beta_s).
+
+    ``betas`` is float64, the dtype a schedule is stored in, and so must ``alpha_bars`` be.
 
     Introduced in chapter 1.
     """
@@ -27,7 +29,7 @@ def check_alpha_bars(fn: Callable[[torch.Tensor], torch.Tensor], *, seed: int = 
         if hint is None:
             hint = match_mistake(out, sched.alpha_bars, _alpha_bars_mistakes(sched))
             if hint == MISMATCH:
-                bad = ~torch.isclose(out, sched.alpha_bars, rtol=RTOL, atol=ATOL)
+                bad = ~within(out, sched.alpha_bars)
                 first = int(bad.nonzero()[0])
                 hint = (f"alpha_bars differs from the package's first at index {first} (paper t = {first + 1}): "
                         f"got {float(out[first]):.6g}, expected {float(sched.alpha_bars[first]):.6g}")
@@ -64,10 +66,17 @@ def _alpha_bars_mistakes(sched) -> list:
 def check_q_step(fn: Callable, *, seed: int = 0) -> CheckResult:
     """Check ``fn(x_prev, t, sched, noise) -> x_t``, one forward step q(x_t | x_{t-1}).
 
+    Run on batches (B, D), (B, 3, 2) and image batches (B, C, H, W), in float64 and float32: x_t must keep
+    x's shape and dtype.
+
     Introduced in chapter 1.
     """
     return check_noising_fn("check_q_step", fn, q_step, _q_step_mistakes, seed,
                             "matches minidiff.q_step on 2 schedules x 12 samples")
+
+
+NOISE_SIGN = ("the noise is added, not subtracted: x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps. With -eps "
+              "x_t has the right distribution, but the noise in it is no longer the eps passed in")
 
 
 def _q_step_mistakes(x, t, sched, noise) -> list:
@@ -85,6 +94,7 @@ def _q_step_mistakes(x, t, sched, noise) -> list:
          lambda: x + b.sqrt() * noise),
         ("you swapped the coefficients: sqrt(1 - beta_t) multiplies x_{t-1} and sqrt(beta_t) the noise",
          lambda: b.sqrt() * x + (1 - b).sqrt() * noise),
+        (NOISE_SIGN, lambda: (1 - b).sqrt() * x - b.sqrt() * noise),
         ("that is the closed form q(x_t | x_0) with alpha_bar_t; one step uses beta_t alone",
          lambda: ab.sqrt() * x + (1 - ab).sqrt() * noise),
         ("off by one in t: you used betas[t-1]; index t is the step being taken (paper step t + 1)",

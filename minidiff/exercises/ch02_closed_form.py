@@ -9,12 +9,16 @@ from typing import Callable
 import torch
 
 from ..forward import q_posterior, q_sample
-from ._harness import (MISMATCH, CheckResult, as_tensor, at_t, call_reader, check_noising_fn, match_mistake,
-                       mismatch_summary, random_timesteps, short_schedules)
+from ._harness import (MISMATCH, RESHAPE, CheckResult, as_tensor, at_t, call_reader, check_noising_fn,
+                       conditioning, input_cases, match_mistake, mismatch_summary, randn, random_timesteps,
+                       reader_args, short_schedules)
 
 
 def check_q_sample(fn: Callable, *, seed: int = 0) -> CheckResult:
     """Check ``fn(x0, t, sched, noise) -> x_t``, the closed form q(x_t | x_0).
+
+    Run on batches (B, D), (B, 3, 2) and image batches (B, C, H, W), in float64 and float32: x_t must keep
+    x0's shape and dtype.
 
     Introduced in chapter 2.
     """
@@ -41,10 +45,13 @@ def _q_sample_mistakes(x0, t, sched, noise) -> list:
          lambda: a.sqrt() * x0 + (1 - a.sqrt()) * noise),
         ("you swapped the coefficients: sqrt(alpha_bar_t) multiplies x_0 and sqrt(1 - alpha_bar_t) the noise",
          lambda: (1 - a).sqrt() * x0 + a.sqrt() * noise),
+        ("the noise is added, not subtracted: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps. With -eps "
+         "x_t has the right distribution, but the noise in it is no longer the eps passed in (the target a "
+         "model is trained to predict)", lambda: a.sqrt() * x0 - (1 - a).sqrt() * noise),
         ("you used alphas (a single step) where alpha_bars (the cumulative product) belongs",
          lambda: form(at_t(sched.alphas, t, x0))),
         ("you used beta_t where 1 - alpha_bar_t belongs: that is one step's noise, not t steps'",
-         lambda: form(1 - at_t(sched.betas, t, x0))),
+         lambda: a.sqrt() * x0 + at_t(sched.betas, t, x0).sqrt() * noise),
         ("off by one in t: you used alpha_bars[t-1]. Index t already is the paper's step t + 1, so "
          "use sched.alpha_bars[t]", lambda: form(at_t(sched.alpha_bars, t - 1, x0))),
         ("off by one in t: sched.alpha_bars_prev[t] is alpha_bar of the step before; use sched.alpha_bars[t]",
@@ -59,39 +66,53 @@ def _q_sample_mistakes(x0, t, sched, noise) -> list:
 def check_posterior(fn: Callable, *, seed: int = 0) -> CheckResult:
     """Check ``fn(x0, x_t, t, sched) -> (mean, variance)`` for q(x_{t-1} | x_t, x_0).
 
-    ``variance`` may have shape (B,), (B, 1, ..., 1) or x's shape.
+    ``variance`` may have shape (B,), (B, 1, ..., 1) or x's shape. Run on batches (B, D), (B, 3, 2) and image
+    batches (B, C, H, W), in float64 and float32: both must keep x's dtype.
 
     Introduced in chapter 2.
     """
     name = "check_posterior"
     gen = torch.Generator().manual_seed(seed)
     for sched in short_schedules():
-        B = 12
-        x0 = torch.randn(B, 3, 2, generator=gen, dtype=torch.float64)
-        t = random_timesteps(sched.T, B, gen)
-        x_t = q_sample(x0, t, sched, generator=gen)
-        mean_ref, var_ref = q_posterior(x0, x_t, t, sched)
-        var_ref = var_ref.expand_as(x0)
-        out, hint = call_reader(fn, x0.clone(), x_t.clone(), t.clone(), sched)
-        if hint is None and not (isinstance(out, (tuple, list)) and len(out) == 2):
-            hint = "return a pair (mean, variance)"
-        if hint is None:
-            mean, hint = as_tensor(out[0], x0, "the mean")
-        if hint is None:
-            var, hint = as_tensor(_full_variance(out[1], x0), x0, "the variance")
-        if hint is not None:
-            return CheckResult(name, False, hint)
-        m_hint = match_mistake(mean, mean_ref, _posterior_mean_mistakes(x0, x_t, t, sched))
-        if m_hint == MISMATCH:
-            m_hint = mismatch_summary(mean, mean_ref, t, "the mean")
-        v_hint = match_mistake(var, var_ref, _posterior_variance_mistakes(x0, t, sched, var_ref))
-        if v_hint == MISMATCH:
-            v_hint = mismatch_summary(var, var_ref, t, "the variance")
-        hints = [h for h in (m_hint, v_hint) if h is not None]
-        if hints:
-            prefixes = ("mean: ", "variance: ") if len(hints) == 2 else ("", "")
-            return CheckResult(name, False, "; ".join(p + h for p, h in zip(prefixes, hints)))
+        for tail, dtype in input_cases():
+            B = 12
+            x0 = randn(gen, (B, *tail), dtype)                                     # float64, exact in dtype
+            t = random_timesteps(sched.T, B, gen)
+            x_t = q_sample(x0, t, sched, generator=gen).to(dtype).double()
+            mean_ref, var_ref = q_posterior(x0, x_t, t, sched)
+            var_ref = var_ref.expand_as(x0)
+            x0_in, x_t_in, t_in = reader_args(dtype, x0, x_t, t)
+            out, hint = call_reader(fn, x0_in, x_t_in, t_in, sched)
+            if hint is None and not (isinstance(out, (tuple, list)) and len(out) == 2):
+                hint = "return a pair (mean, variance)"
+            if hint is None:
+                mean, hint = as_tensor(out[0], x0_in, "the mean", per_sample=True)
+            if hint is None:
+                var, hint = _as_variance(out[1], x0_in)
+            if hint is not None:
+                return CheckResult(name, False, hint)
+            cond = conditioning(sched, t)
+            m_hint = match_mistake(mean, mean_ref, _posterior_mean_mistakes(x0, x_t, t, sched), cond)
+            if m_hint == MISMATCH:
+                m_hint = mismatch_summary(mean, mean_ref, t, "the mean", cond)
+            v_hint = match_mistake(var, var_ref, _posterior_variance_mistakes(x0, t, sched, var_ref), cond)
+            if v_hint == MISMATCH:
+                v_hint = mismatch_summary(var, var_ref, t, "the variance", cond)
+            hints = [h for h in (m_hint, v_hint) if h is not None]
+            if hints:
+                prefixes = ("mean: ", "variance: ") if len(hints) == 2 else ("", "")
+                return CheckResult(name, False, "; ".join(p + h for p, h in zip(prefixes, hints)))
     return CheckResult(name, True, "mean and variance match minidiff.q_posterior on 2 schedules x 12 samples")
+
+
+def _as_variance(var, x0: torch.Tensor):
+    """(the reader's variance expanded to x0's shape, None), or (None, hint) when its shape or dtype is wrong."""
+    full = _full_variance(var, x0)
+    if isinstance(full, torch.Tensor) and full.shape != x0.shape:
+        B, ones = x0.shape[0], (1,) * (x0.ndim - 1)
+        return None, (f"the variance has shape {tuple(full.shape)}, expected (B,) = {(B,)}, (B, 1, ..., 1) = "
+                      f"{(B, *ones)} or x's shape {tuple(x0.shape)}. The schedule's coefficient " + RESHAPE)
+    return as_tensor(full, x0, "the variance", per_sample=True)
 
 
 def _full_variance(var, x0: torch.Tensor):
@@ -111,7 +132,7 @@ def _full_variance(var, x0: torch.Tensor):
 
 def _posterior_terms(x0: torch.Tensor, t: torch.Tensor, sched) -> tuple[torch.Tensor, ...]:
     """beta_t, alpha_t, alpha_bar_t, alpha_bar_{t-1}, and alpha_bars[t-1] as Python's wrapping index gives it
-    (the last entry at t = 0); each (B, 1, 1)."""
+    (the last entry at t = 0); each (B, 1, ..., 1)."""
     return (at_t(sched.betas, t, x0), at_t(sched.alphas, t, x0), at_t(sched.alpha_bars, t, x0),
             at_t(sched.alpha_bars_prev, t, x0), at_t(sched.alpha_bars, t - 1, x0))
 

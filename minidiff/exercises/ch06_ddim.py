@@ -11,8 +11,9 @@ import torch
 from ..conventions import ddim_sigma
 from ..samplers import ddim_step
 from ..schedules import NoiseSchedule
-from ._harness import (MISMATCH, NOISE_NOT_SCALED, CheckResult, call_reader, close, match_mistake, near,
-                       one_tensor, random_check, short_schedules, split_noise)
+from ._harness import (CLIPPED_X0, MISMATCH, NOISE_NOT_SCALED, CheckResult, call_reader, close, conditioning,
+                       input_cases,
+                       match_mistake, near, one_tensor, randn, random_check, reader_args, short_schedules, split_noise)
 
 
 def check_ddim_step(fn: Callable, *, seed: int = 0) -> CheckResult:
@@ -21,7 +22,9 @@ def check_ddim_step(fn: Callable, *, seed: int = 0) -> CheckResult:
 
     ``t`` and ``t_prev < t`` are Python ints (0-based indices; ``t_prev = -1`` is the clean data, where
     alpha_bar = 1), ``eps`` the noise prediction and ``noise`` the fresh z (B, ...), passed even when
-    sigma = 0. The reference is ``minidiff.ddim_step(x_t, eps, t, t_prev, sched, eta=eta, noise=noise)[0]``.
+    sigma = 0. The reference is ``minidiff.ddim_step(x_t, eps, t, t_prev, sched, eta=eta, noise=noise)[0]``. Run
+    on batches (B, D), (B, 3, 2) and image batches (B, C, H, W), in float64 and float32: x_prev must keep x_t's
+    shape and dtype.
 
     Introduced in chapter 6.
     """
@@ -32,28 +35,31 @@ def check_ddim_step(fn: Callable, *, seed: int = 0) -> CheckResult:
     for sched in scheds:
         for t, t_prev, eta in _ddim_cases(sched.T):
             n_cases += 1
-            x_t, eps, noise = (torch.randn(6, 3, 2, generator=gen, dtype=torch.float64) for _ in range(3))
-            expected = ddim_step(x_t, eps, t, t_prev, sched, eta=eta, noise=noise)[0]
+            for tail, dtype in input_cases():
+                x_t, eps, noise = (randn(gen, (6, *tail), dtype) for _ in range(3))   # float64, exact in dtype
+                expected = ddim_step(x_t, eps, t, t_prev, sched, eta=eta, noise=noise)[0]
 
-            def fresh():
-                return (x_t.clone(), eps.clone(), t, t_prev, sched, eta, noise.clone())
+                def fresh():
+                    return reader_args(dtype, x_t, eps, t, t_prev, sched, eta, noise)
 
-            hint = random_check(fn, fresh(), fresh())
-            if hint is None:
-                out, hint = call_reader(fn, *fresh())
-            if hint is None:
-                out, hint = one_tensor(out, x_t, "x_prev", "minidiff.ddim_step")
-            if hint is None:
-                hint = match_mistake(out, expected, _ddim_step_mistakes(x_t, eps, t, t_prev, sched, eta, noise))
-                if hint == MISMATCH:
-                    hint = _ddim_noise_hint(fn, out, x_t, eps, t, t_prev, sched, eta, noise)
-                if hint == MISMATCH:
-                    err = float((out - expected).abs().max())
-                    hint = f"x_prev differs from minidiff.ddim_step's (largest error {err:.3g})"
-            if hint is not None:
-                where = "the data" if t_prev < 0 else f"t_prev = {t_prev}"
-                return CheckResult(name, False, f"at the step t = {t} -> {where}, eta = {eta}, of a {sched.name} "
-                                                f"schedule with T = {sched.T}: {hint}")
+                args = fresh()                       # kept untouched, for the noise-free probe
+                hint = random_check(fn, fresh(), fresh())
+                if hint is None:
+                    out, hint = call_reader(fn, *fresh())
+                if hint is None:
+                    out, hint = one_tensor(out, args[0], "x_prev", "minidiff.ddim_step")
+                if hint is None:
+                    mistakes = _ddim_step_mistakes(x_t, eps, t, t_prev, sched, eta, noise)
+                    hint = match_mistake(out, expected, mistakes, conditioning(sched, [t, t_prev]))
+                    if hint == MISMATCH:
+                        hint = _ddim_noise_hint(fn, out, args, x_t, eps, t, t_prev, sched, eta)
+                    if hint == MISMATCH:
+                        err = float((out.double() - expected).abs().max())
+                        hint = f"x_prev differs from minidiff.ddim_step's (largest error {err:.3g})"
+                if hint is not None:
+                    where = "the data" if t_prev < 0 else f"t_prev = {t_prev}"
+                    return CheckResult(name, False, f"at the step t = {t} -> {where}, eta = {eta}, of a "
+                                                    f"{sched.name} schedule with T = {sched.T}: {hint}")
     return CheckResult(name, True, f"matches minidiff.ddim_step on {n_cases} steps of {len(scheds)} schedules: "
                                    "eta = 0, 0.5 and 1, skipped steps and the last step to the data")
 
@@ -107,6 +113,10 @@ def _ddim_step_mistakes(x, eps, t, t_prev, sched, eta, noise) -> list:
          lambda: _sqrt(ap) * (x - _sqrt(1 - a) * eps) / a + _sqrt(1 - ap - sigma**2) * eps + sigma * noise),
         ("you returned x0_hat, the model's guess of the clean data; the step goes only to x_{t_prev}",
          lambda: (x - _sqrt(1 - a) * eps) / _sqrt(a)),
+        ("you subtracted the noise: DDIM eq. (12) adds sigma_t z", lambda: step(a, ap, sigma, noise_scale=-sigma)),
+        (CLIPPED_X0, lambda: ddim_step(x, eps, t, t_prev, sched, eta=eta, clip_x0=1.0, noise=noise)[0]),
+        (CLIPPED_X0, lambda: _sqrt(ap) * ((x - _sqrt(1 - a) * eps) / _sqrt(a)).clamp(-1, 1)   # eps kept as it was
+         + _sqrt(1 - ap - sigma**2) * eps + sigma * noise),
     ]
     if t_prev >= 0:
         al, alp = float(sched.alphas[t]), float(sched.alphas[t_prev])
@@ -131,21 +141,26 @@ def _ddim_step_mistakes(x, eps, t, t_prev, sched, eta, noise) -> list:
     return mistakes
 
 
-def _ddim_noise_hint(fn, out, x_t, eps, t, t_prev, sched, eta, noise) -> str:
+def _ddim_noise_hint(fn, out, args, x_t, eps, t, t_prev, sched, eta) -> str:
     """For a mistake not in the catalogue: split the reader's step into its noise-free part and the noise's
-    coefficient (a probe with noise = 0), and say which one is wrong."""
-    parts, fail = split_noise(fn, (x_t, eps, t, t_prev, sched, eta, noise), out)
+    coefficient (a probe with noise = 0), and say which one is wrong. ``args`` are the reader's inputs (noise
+    last), ``x_t`` and ``eps`` the same values in float64."""
+    cond = conditioning(sched, [t, t_prev])
+    split, fail = split_noise(fn, args, out, cond)
     if fail is not None:
         return fail
-    out0, c = parts
-    ref0 = ddim_step(x_t, eps, t, t_prev, sched, eta=eta, noise=torch.zeros_like(noise))[0]
+    out0, c = split.out0, split.c
+    ref0 = ddim_step(x_t, eps, t, t_prev, sched, eta=eta, noise=torch.zeros_like(x_t))[0]
     sigma = ddim_sigma(float(sched.alpha_bars[t]), 1.0 if t_prev < 0 else float(sched.alpha_bars[t_prev]), eta)
     hints = []
-    if not close(out0, ref0):
+    if not close(out0, ref0, cond=cond):
+        err = float((out0.double() - ref0).abs().max())
         hints.append("the noise-free part (your output with noise = 0) differs from sqrt(alpha_bar_prev) x0_hat + "
-                     f"sqrt(1 - alpha_bar_prev - sigma^2) eps (largest error {float((out0 - ref0).abs().max()):.3g})")
+                     f"sqrt(1 - alpha_bar_prev - sigma^2) eps (largest error {err:.3g})")
     if c is None:
         hints.append(NOISE_NOT_SCALED.format(sigma="sigma"))
-    elif not near(c, sigma):
+    elif near(c, -sigma, split.tol) and sigma > 0:
+        hints.append("you subtracted the noise: DDIM eq. (12) adds sigma_t z")
+    elif not near(c, sigma, split.tol):
         hints.append(f"the noise is scaled by {c:.4g}; DDIM eq. (16) gives sigma = {sigma:.4g} for this step")
     return "; ".join(hints) if hints else MISMATCH

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 
 from ..guidance import cfg_combine
-from ._harness import CheckResult, as_tensor, call_reader, close
+from ._harness import CheckResult, as_tensor, call_reader, close, input_cases, randn, reader_args
 
 # 0 and 1 are the two models themselves; 0.5 is where swapping the inputs (and averaging) goes unnoticed, so
 # scales on both sides of it, beyond 1 (real guidance), non-integers and a negative one are tested too.
@@ -21,37 +21,48 @@ def check_cfg_combine(fn: Callable, *, seed: int = 0) -> CheckResult:
 
     The reference is :func:`minidiff.cfg_combine`, eps_uncond + scale (eps_cond - eps_uncond), tested at the
     scales 0 and 1 (the unconditional and the conditional model), between and beyond them, at non-integer
-    scales and at a negative one, on (6, 1, 4, 4) float64 predictions.
+    scales and at a negative one, on (6, 1, 4, 4) predictions, then (6, 3, 2), (6, 6) and (6, 3, 4, 4) ones, in
+    float64 and in float32: the guided eps must keep their shape and dtype.
 
     Introduced in chapter 7.
     """
     name = "check_cfg_combine"
     gen = torch.Generator().manual_seed(seed)
-    u = torch.randn(6, 1, 4, 4, generator=gen, dtype=torch.float64)                 # eps_uncond
-    c = torch.randn(6, 1, 4, 4, generator=gen, dtype=torch.float64)                 # eps_cond
+    for tail, dtype in input_cases(first=(1, 4, 4)):
+        u = randn(gen, (6, *tail), dtype)                                          # eps_uncond, float64
+        c = randn(gen, (6, *tail), dtype)                                          # eps_cond
+        hint = _cfg_hint(fn, u, c, dtype)
+        if hint is not None:
+            return CheckResult(name, False, hint)
+    return CheckResult(name, True, f"matches minidiff.cfg_combine at the scales {list(_CFG_SCALES)}")
+
+
+def _cfg_hint(fn: Callable, u: torch.Tensor, c: torch.Tensor, dtype: torch.dtype) -> str | None:
+    """None if ``fn`` is right at every scale on the predictions u and c (float64 values, given to ``fn`` in
+    ``dtype``); else the hint."""
     outs = {}
     for s in _CFG_SCALES:
-        u_in, c_in = u.clone(), c.clone()
+        u_in, c_in = reader_args(dtype, u, c)
         out, hint = call_reader(fn, u_in, c_in, s)
-        if hint is None and not (torch.equal(u_in, u) and torch.equal(c_in, c)):
+        if hint is None and not (torch.equal(u_in, u.to(dtype)) and torch.equal(c_in, c.to(dtype))):
             hint = ("your function changed its inputs in place (an in-place op such as eps_uncond += ... or "
                     ".add_()): return a new tensor and leave eps_uncond and eps_cond as they were")
         if hint is None:
-            out, hint = as_tensor(out, u, f"the guided eps at scale {s}")
+            out, hint = as_tensor(out, u_in, f"the guided eps at scale {s}")
         if hint is not None:
-            return CheckResult(name, False, hint)
+            return hint
         outs[s] = out
     wrong = [s for s in _CFG_SCALES if not close(outs[s], cfg_combine(u, c, s))]
     if not wrong:
-        return CheckResult(name, True, f"matches minidiff.cfg_combine at the scales {list(_CFG_SCALES)}")
+        return None
     for hint, make in _cfg_mistakes(u, c):
         if all(close(outs[s], make(s)) for s in _CFG_SCALES):
-            return CheckResult(name, False, hint)
+            return hint
     right = [s for s in _CFG_SCALES if s not in wrong]
     msg = f"your guided eps differs from minidiff.cfg_combine at the scales {sorted(wrong)}"
     if right:
         msg += f" (it is right at {sorted(right)})"
-    return CheckResult(name, False, msg + ". The guided prediction is eps_uncond + s (eps_cond - eps_uncond)")
+    return msg + ". The guided prediction is eps_uncond + s (eps_cond - eps_uncond)"
 
 
 def _cfg_mistakes(u: torch.Tensor, c: torch.Tensor) -> list:

@@ -10,8 +10,8 @@ import torch
 
 from ..forward import q_sample
 from ..schedules import NoiseSchedule
-from ._harness import (ATOL, MISMATCH, RTOL, CheckResult, as_tensor, call_reader, match_mistake, random_check,
-                       short_schedules)
+from ._harness import (MISMATCH, CheckResult, as_tensor, call_reader, conditioning, input_cases, match_mistake, randn,
+                       random_check, reader_args, short_schedules, within)
 from .ch02_closed_form import _q_sample_mistakes
 
 
@@ -23,41 +23,44 @@ def check_repaint_merge(fn: Callable, *, seed: int = 0) -> CheckResult:
     (``x_unknown`` is that step's output). ``t_prev`` is a Python int in [-1, T-1]; ``t_prev = -1`` is the
     last step, onto the data: there ``known = x0`` with no noise. ``mask`` is 1 where ``x0`` is known and
     0 where it is generated; it may have shape (B, ...) or broadcast to it, e.g. (1, 1, H, W).
-    This is the merge :func:`minidiff.inpaint` does at every step.
+    This is the merge :func:`minidiff.inpaint` does at every step. Run on image batches (B, 1, 4, 4) and
+    (B, 3, 4, 4), and on (B, 3, 2) and (B, 6), in float64 and float32: x_prev must keep x0's shape and dtype.
 
     Introduced in chapter 8.
     """
     name = "check_repaint_merge"
     gen = torch.Generator().manual_seed(seed)
     for k, sched in enumerate(short_schedules()):
-        B, T = 6, sched.T
-        x0 = torch.randn(B, 1, 4, 4, generator=gen, dtype=torch.float64)
-        x_unknown = torch.randn(B, 1, 4, 4, generator=gen, dtype=torch.float64)
-        mask_shape = (1, 1, 4, 4) if k == 0 else (B, 1, 4, 4)
-        mask = (torch.rand(mask_shape, generator=gen) < 0.5).to(torch.float64)
-        mask.view(-1)[:2] = torch.tensor([0.0, 1.0], dtype=torch.float64)           # both values present
-        for t_prev in (T // 2, 0, T - 2, -1):
-            noise = torch.randn(B, 1, 4, 4, generator=gen, dtype=torch.float64)
-            args = (x_unknown, x0, mask, t_prev, sched, noise)
-            expected = mask * _repaint_known(x0, t_prev, sched, noise) + (1 - mask) * x_unknown
+        for tail, dtype in input_cases(first=(1, 4, 4)):
+            B, T = 6, sched.T
+            x0 = randn(gen, (B, *tail), dtype)                                     # float64, exact in dtype
+            x_unknown = randn(gen, (B, *tail), dtype)
+            mask_shape = (1, *tail) if k == 0 else (B, *tail)                      # broadcast, or one per sample
+            mask = (torch.rand(mask_shape, generator=gen) < 0.5).to(torch.float64)
+            mask.view(-1)[:2] = torch.tensor([0.0, 1.0], dtype=torch.float64)       # both values present
+            for t_prev in (T // 2, 0, T - 2, -1):
+                noise = randn(gen, (B, *tail), dtype)
+                args = (x_unknown, x0, mask, t_prev, sched, noise)
+                expected = mask * _repaint_known(x0, t_prev, sched, noise) + (1 - mask) * x_unknown
 
-            def fresh():
-                return (x_unknown.clone(), x0.clone(), mask.clone(), t_prev, sched, noise.clone())
+                def fresh():
+                    return reader_args(dtype, *args)
 
-            hint = random_check(fn, fresh(), fresh())
-            if hint is None:
-                out, hint = call_reader(fn, *fresh())
-                if hint is not None and t_prev < 0:
-                    hint += (". t_prev = -1 is the last step, onto the data: there the known part is x0 itself "
-                             "(no q_sample, which accepts only indices in [0, T-1])")
-            if hint is None:
-                out, hint = as_tensor(out, x0, "x_prev")
-            if hint is None:
-                hint = match_mistake(out, expected, _repaint_mistakes(*args))
-                if hint == MISMATCH:
-                    hint = _merge_summary(out, expected, mask, t_prev)
-            if hint is not None:
-                return CheckResult(name, False, hint)
+                hint = random_check(fn, fresh(), fresh())
+                if hint is None:
+                    out, hint = call_reader(fn, *fresh())
+                    if hint is not None and t_prev < 0:
+                        hint += (". t_prev = -1 is the last step, onto the data: there the known part is x0 "
+                                 "itself (no q_sample, which accepts only indices in [0, T-1])")
+                if hint is None:
+                    out, hint = as_tensor(out, x0.to(dtype), "x_prev")
+                if hint is None:
+                    cond = conditioning(sched, t_prev)
+                    hint = match_mistake(out, expected, _repaint_mistakes(*args), cond)
+                    if hint == MISMATCH:
+                        hint = _merge_summary(out, expected, mask, t_prev, cond)
+                if hint is not None:
+                    return CheckResult(name, False, hint)
     return CheckResult(name, True, "matches RePaint's merge (minidiff.inpaint) on 2 schedules x 4 steps, "
                                    "t_prev = -1 included")
 
@@ -73,15 +76,15 @@ def _noised(x0, i: int, sched: NoiseSchedule, noise) -> torch.Tensor:
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
 
-def _merge_summary(out: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor, t_prev: int) -> str:
+def _merge_summary(out: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor, t_prev: int, cond: float) -> str:
     """For a merge wrong in no catalogued way: in which region (known, generated or both) it differs."""
-    bad = ~((out - expected).abs() <= ATOL + RTOL * expected.abs())            # (B, 1, 4, 4); NaN is wrong too
+    bad = ~within(out, expected, cond=cond)                                    # (B, ...); NaN is wrong too
     keep = torch.broadcast_to(mask, bad.shape).bool()
     where = ("in the known region (mask == 1)" if bool(bad[keep].any()) and not bool(bad[~keep].any())
              else "in the generated region (mask == 0): x_prev must equal x_unknown there"
              if not bool(bad[keep].any()) else "in both regions")
     return (f"x_prev differs from the package's merge at t_prev = {t_prev} {where} (largest error "
-            f"{float((out - expected).abs().max()):.3g})")
+            f"{float((out.double() - expected).abs().max()):.3g})")
 
 
 def _repaint_mistakes(x_unknown, x0, mask, t_prev, sched, noise) -> list:
