@@ -4,6 +4,8 @@ import torch
 
 import minidiff as md
 from minidiff import exercises as ex
+from minidiff import superres as _sr
+from minidiff.exercises import check_consistency_projection
 
 
 def right(x_unknown, x0, mask, t_prev, sched, noise):
@@ -118,3 +120,41 @@ def test_an_uncast_schedule_gets_a_dtype_hint():
         return m * (a.sqrt() * x0 + (1 - a).sqrt() * n) + (1 - m) * xu
     result = ex.check_repaint_merge(wrong)
     assert not result and "dtype torch.float64, expected torch.float32" in result.message, result.message
+
+
+# ------------------------------------------------------------------------------------------ consistency projection
+
+
+def _right_projection(x_hat, lowres, factor):
+    return x_hat - _sr.low_pass(x_hat, factor) + _sr.upsample(lowres, factor, "nearest")
+
+
+def test_the_right_projection_passes_and_is_called_on_every_shape_and_dtype():
+    seen = set()
+
+    def spy(x_hat, lowres, factor):
+        seen.add((tuple(x_hat.shape[1:]), factor, x_hat.dtype))
+        return _right_projection(x_hat, lowres, factor)
+
+    assert check_consistency_projection(spy)
+    assert len(seen) == 8 and {d for *_, d in seen} == {torch.float32, torch.float64}
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda x, l, f: x + _sr.upsample(l, f), "without taking x_hat's own block means out"),
+    (lambda x, l, f: _sr.upsample(l, f), "upsampled lowres alone"),
+    (lambda x, l, f: x.clone(), "x_hat unchanged"),
+    (lambda x, l, f: x + _sr.low_pass(x, f) - _sr.upsample(l, f), "signs are swapped"),
+    (lambda x, l, f: x - _sr.low_pass(x, f) + _sr.upsample(l, f, "bicubic"), "bicubic upsampling does not"),
+    (lambda x, l, f: x - _sr.low_pass(x, f) + _sr.upsample(l, f, "bilinear"), "not bilinearly"),
+    (lambda x, l, f: x - _sr.upsample(torch.nn.functional.max_pool2d(x, f), f) + _sr.upsample(l, f), "max pooling"),
+    (lambda x, l, f: 0.5 * (x - _sr.low_pass(x, f)) + _sr.upsample(l, f), "changes x_hat's detail"),
+    (lambda x, l, f: x - _sr.low_pass(x, 2) + _sr.upsample(l, f), "changes x_hat's detail"),
+    (lambda x, l, f: (x - _sr.low_pass(x, f)) * 0 + _sr.upsample(l, f) + 0.1, "does not even downsample"),
+    (lambda x, l, f: l, "expected (5, 1, 8, 8)"),
+    (lambda x, l, f: _right_projection(x, l, f).double(), "expected x_hat's dtype torch.float32"),
+    (lambda x, l, f: _right_projection(x, l, f) + 1e-3 * torch.randn_like(x), "draws its own random numbers"),
+])
+def test_each_wrong_projection_gets_its_hint(wrong, hint):
+    result = check_consistency_projection(wrong)
+    assert not result and hint in result.message, result.message

@@ -36,6 +36,8 @@ Chapter 7, classifier-free guidance
 Chapter 8, applications
     * :func:`check_repaint_merge`: ``fn(x_unknown, x0, mask, t_prev, sched, noise) -> x_prev``, against the
       merge that :func:`minidiff.inpaint` does at every step
+    * :func:`check_consistency_projection`: ``fn(x_hat, lowres, factor) -> x``, against the projection that
+      :func:`minidiff.ilvr` ends with
 
 Each chapter's checkers live in a module of their own, named after the chapter (``ch01_forward_process`` to
 ``ch08_applications``), beside the harness they share (``_harness``): a new chapter adds one module, and its
@@ -51,7 +53,7 @@ from .ch04_unet import check_timestep_embedding
 from .ch05_ddpm_sampling import check_ddpm_step
 from .ch06_ddim import check_ddim_step
 from .ch07_guidance import check_cfg_combine
-from .ch08_applications import check_repaint_merge
+from .ch08_applications import check_consistency_projection, check_repaint_merge
 
 __all__ = [
     "CheckResult",
@@ -62,5 +64,5 @@ __all__ = [
     "check_ddpm_step",                                   # chapter 5
     "check_ddim_step",                                   # chapter 6
     "check_cfg_combine",                                 # chapter 7
-    "check_repaint_merge",                               # chapter 8
+    "check_repaint_merge", "check_consistency_projection",   # chapter 8
 ]

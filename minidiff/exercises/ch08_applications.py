@@ -1,4 +1,5 @@
-"""Chapter 8, applications: the checker of RePaint's merge, the inpainting step of :func:`minidiff.inpaint`.
+"""Chapter 8, applications: the checkers of RePaint's merge, the inpainting step of :func:`minidiff.inpaint`,
+and of the consistency projection of super-resolution, ILVR's last step.
 
 Introduced in chapter 8.
 """
@@ -10,6 +11,7 @@ import torch
 
 from ..forward import q_sample
 from ..schedules import NoiseSchedule
+from ..superres import downsample, low_pass, upsample
 from ._harness import (MISMATCH, CheckResult, as_tensor, call_reader, conditioning, input_cases, match_mistake, randn,
                        random_check, reader_args, short_schedules, within)
 from .ch02_closed_form import _q_sample_mistakes
@@ -127,3 +129,70 @@ def _repaint_mistakes(x_unknown, x0, mask, t_prev, sched, noise) -> list:
     mistakes += [("in the known part, q_sample(x0, t_prev): " + hint, lambda make=make: merge(make()))
                  for hint, make in _q_sample_mistakes(x0, tb, sched, noise)]
     return mistakes
+
+
+def check_consistency_projection(fn: Callable, *, seed: int = 0) -> CheckResult:
+    """Check ``fn(x_hat, lowres, factor) -> x``, the image nearest to ``x_hat`` that downsamples to ``lowres``.
+
+    The reference is ``x_hat - low_pass(x_hat, factor) + upsample(lowres, factor, "nearest")``: keep x_hat's
+    detail, replace its block means by ``lowres`` (:mod:`minidiff.superres`; what ILVR does at its last step).
+    ``x_hat`` is (B, C, H, W), ``lowres`` (B, C, H / factor, W / factor); x must keep x_hat's shape and dtype.
+    Run on (B, 1, 8, 8), (B, 3, 8, 8) and (B, 1, 4, 8) images with factors 2 and 4 (4 and 2 for the last), in
+    float64 and float32.
+
+    Introduced in chapter 8.
+    """
+    name = "check_consistency_projection"
+    gen = torch.Generator().manual_seed(seed)
+    for dtype in (torch.float64, torch.float32):
+        for tail, factor in (((1, 8, 8), 2), ((3, 8, 8), 4), ((1, 4, 8), 4), ((1, 4, 8), 2)):
+            x_hat = randn(gen, (5, *tail), dtype)                                      # float64, exact in dtype
+            lowres = downsample(randn(gen, (5, *tail), dtype), factor).to(dtype).double()
+            args = (x_hat, lowres, factor)
+            expected = x_hat - low_pass(x_hat, factor) + upsample(lowres, factor, "nearest")
+
+            def fresh():
+                return reader_args(dtype, *args)
+
+            hint = random_check(fn, fresh(), fresh())
+            if hint is None:
+                out, hint = call_reader(fn, *fresh())
+            if hint is None and isinstance(out, torch.Tensor) and out.shape == x_hat.shape and out.dtype != dtype:
+                hint = (f"x has dtype {out.dtype}, expected x_hat's dtype {dtype}: something you computed with "
+                        f"(a new tensor, a cast) is in another precision; keep to x_hat.dtype")
+            if hint is None:
+                out, hint = as_tensor(out, x_hat.to(dtype), "x")
+            if hint is None:
+                hint = match_mistake(out, expected, _projection_mistakes(*args))
+                if hint == MISMATCH:
+                    gap = float((downsample(out.double(), factor) - lowres).abs().max())
+                    hint = (f"x differs from the projection (largest error "
+                            f"{float((out.double() - expected).abs().max()):.3g}); "
+                            + (f"it does not even downsample to lowres (off by up to {gap:.3g})" if gap > 1e-6 else
+                               "it does downsample to lowres, but changes x_hat's detail (x - low_pass(x)) too: "
+                               "the projection keeps it"))
+            if hint is not None:
+                return CheckResult(name, False, f"{hint} (input {tuple(x_hat.shape)}, factor {factor}, {dtype})")
+    return CheckResult(name, True, "matches x_hat - low_pass(x_hat) + upsample(lowres) on 3 image shapes, factors "
+                                   "2 and 4, float64 and float32")
+
+
+def _projection_mistakes(x_hat, lowres, factor) -> list:
+    """(hint, wrong x) pairs for x = x_hat - phi(x_hat) + U(lowres), phi = U D."""
+    up = upsample(lowres, factor, "nearest")                                       # (B, C, H, W)
+    detail = x_hat - low_pass(x_hat, factor)
+    return [
+        ("you added the upsampled lowres to x_hat without taking x_hat's own block means out first: subtract "
+         "low_pass(x_hat, factor)", lambda: x_hat + up),
+        ("you returned the upsampled lowres alone (nearest interpolation): x_hat's detail, "
+         "x_hat - low_pass(x_hat), must stay", lambda: up),
+        ("you returned x_hat unchanged: its block means must be replaced by lowres", lambda: x_hat),
+        ("the signs are swapped: x_hat's low frequencies go out (minus low_pass(x_hat)) and lowres's come in "
+         "(plus its upsampling)", lambda: x_hat + low_pass(x_hat, factor) - up),
+        ("upsample lowres by repeating pixels (mode 'nearest'): a smooth bicubic upsampling does not downsample "
+         "back to lowres, so the result is not consistent", lambda: detail + upsample(lowres, factor, "bicubic")),
+        ("upsample lowres by repeating pixels (mode 'nearest'), not bilinearly: only then does the result "
+         "downsample back to lowres", lambda: detail + upsample(lowres, factor, "bilinear")),
+        ("the low-pass filter must use block means (average pooling); max pooling is not a projection",
+         lambda: x_hat - upsample(torch.nn.functional.max_pool2d(x_hat, factor), factor) + up),
+    ]
