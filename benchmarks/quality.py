@@ -2,9 +2,10 @@
 
     python benchmarks/quality.py ddim-table --n 250      # eta x steps grid of DDIM and the sigma-hat row (chapter 6)
     python benchmarks/quality.py cfg-sweep --n 500       # guidance scales (chapter 7)
+    python benchmarks/quality.py superres --n 1000       # 4x super-resolution: interpolation, ILVR, SR3 (chapter 8)
 
-A long sweep can be split over processes (or machines): ``--only eta:steps,...`` (ddim-table) or
-``--only scale,...`` (cfg-sweep) runs just those cells into its own ``--out`` file, and
+A long sweep can be split over processes (or machines): ``--only eta:steps,...`` (ddim-table), ``--only scale,...``
+(cfg-sweep) or ``--only method,...`` (superres) runs just those cells into its own ``--out`` file, and
 ``python benchmarks/quality.py merge A.json B.json --out C.json`` joins files made with the same checkpoint,
 sample count, seed and settings, recording every part's command.
 
@@ -12,6 +13,9 @@ Every cell samples ``n`` class-balanced images (sample i has label i mod 10) fro
 share their starting noise, and scores them with the shipped classifier: FD_cls against ``n`` test images, its
 floor (``n`` train vs the same ``n`` test images), the class agreement and, for the guidance sweep, the
 within-class diversity (``minidiff.class_diversity``) next to that of ``n`` real test images.
+The super-resolution sweep instead super-resolves ``n`` test images from their 4x-downsampled versions with
+each method (50 steps, eta = 1, for ILVR on the shipped model and for the SR3 model) and scores them with
+``minidiff.evaluate.score_superres`` against ``n`` other test images; its file sits beside the SR3 checkpoint.
 
 The result file records the command, the checkpoint and its SHA-256, the sample count, the seed, the machine
 and the torch version, and is rewritten after every cell: an interrupted sweep continues where it stopped when
@@ -27,6 +31,7 @@ import json
 import platform
 import re
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -39,6 +44,8 @@ from minidiff.runtime import cpu_model, machine_description
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CKPT = ROOT / "checkpoints" / "fashion-mnist-cond.pt"
+SR_CKPT = ROOT / "checkpoints" / "fashion-mnist-sr3.pt"
+SR_METHODS = ("nearest", "bicubic", "ILVR", "SR3", "originals")     # the originals, scored alike: the floor
 DDIM_ETAS = (0.0, 0.2, 0.5, 1.0)
 DDIM_STEPS = (10, 20, 50, 100, 1000)
 SIGMA_HAT = {"sampler": "ddpm", "variance": "beta"}     # the DDIM paper's sigma-hat row (ddpm_sample(steps=S))
@@ -97,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:]
     if argv[:1] == ["merge"]:
         return merge(argv[1:])
-    p.add_argument("sweep", choices=("ddim-table", "cfg-sweep"))
+    p.add_argument("sweep", choices=("ddim-table", "cfg-sweep", "superres"))
     p.add_argument("--ckpt", type=Path, default=CKPT)
     p.add_argument("--n", type=int, default=250, help="samples per cell (class-balanced)")
     p.add_argument("--seed", type=int, default=0)
@@ -105,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--guidance", type=float, default=1.0, help="ddim-table: guidance scale (1: conditional)")
     p.add_argument("--steps", type=int, default=50, help="cfg-sweep: DDIM steps")
+    p.add_argument("--sr-ckpt", type=Path, default=SR_CKPT, help="superres: the SR3 checkpoint")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--only", default=None,
-                   help="run only these cells: eta:steps,... (sigma_hat:steps for that row) or scale,...")
+                   help="run only these cells: eta:steps,... (sigma_hat:steps for that row), scale,... or "
+                        "method,... (superres)")
     args = p.parse_args(argv)
     if args.device is not None and torch.device(args.device).type == "cuda":
         # Full float32 (no TF32 convolutions or matrix products): a chapter's CPU recompute of a cell then
@@ -115,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
 
     model, sched, _ = md.load_model(args.ckpt, device=args.device)
-    out = args.out or RESULTS / f"{args.sweep}.json"
+    out = args.out or (SR_CKPT.with_suffix(".eval.json") if args.sweep == "superres" else
+                       RESULTS / f"{args.sweep}.json")
     res = header(args.sweep, args, args.ckpt)
     common = dict(n=args.n, seed=args.seed, batch_size=args.batch_size, device=args.device)
 
@@ -134,6 +144,39 @@ def main(argv: list[str] | None = None) -> int:
             samples, labels, settings = generate(model, sched, steps=key["steps"], guidance_scale=args.guidance,
                                                  **how, **common)
             return {**evaluate_samples(samples, labels), "seconds": settings["seconds"]}
+    elif args.sweep == "superres":
+        # The test images in a fixed random order (seed 1, as chapter 8): the first n are super-resolved from
+        # their 4x-downsampled versions, the next n are the reference set of FD_cls.
+        factor = 4
+        res["settings"] = {"factor": factor, "steps": args.steps, "eta": 1.0, "methods": list(SR_METHODS),
+                           "sr_checkpoint": str(args.sr_ckpt.resolve().relative_to(ROOT))
+                           if args.sr_ckpt.resolve().is_relative_to(ROOT) else args.sr_ckpt.name,
+                           "sr_checkpoint_sha256": sha256(args.sr_ckpt)}
+        res = resume(out, res)
+        sr_net, sr_sched, _ = md.load_model(args.sr_ckpt, device=args.device)
+        device = next(model.parameters()).device
+        test_x, test_y = md.load_fashion_mnist("test")
+        pick = torch.randperm(test_x.shape[0], generator=torch.Generator().manual_seed(1))[:2 * args.n]
+        x_hr, y_hr, ref = test_x[pick[:args.n]], test_y[pick[:args.n]], test_x[pick[args.n:]]
+        lowres = md.superres.downsample(x_hr, factor)
+        cells = [{"method": m} for m in SR_METHODS]
+
+        def score(key):
+            gen = torch.Generator(device).manual_seed(args.seed)
+            start = time.perf_counter()
+            outs = []
+            for i in range(0, args.n, args.batch_size):           # batch by batch, each from the one generator
+                low = lowres[i:i + args.batch_size].to(device)
+                outs.append({"nearest": lambda: md.superres.upsample(low, factor, "nearest"),
+                             "bicubic": lambda: md.superres.upsample(low, factor, "bicubic"),
+                             "ILVR": lambda: md.ilvr(model, low, sched, factor=factor, steps=args.steps, eta=1.0,
+                                                     generator=gen),
+                             "SR3": lambda: md.sr3_sample(sr_net, low, sr_sched, factor=factor, steps=args.steps,
+                                                          eta=1.0, generator=gen),
+                             "originals": lambda: x_hr[i:i + args.batch_size]}[key["method"]]().cpu())
+            seconds = time.perf_counter() - start
+            scores = md.evaluate.score_superres(torch.cat(outs), x_hr, y_hr, factor=factor, reference=ref)
+            return {**scores, "seconds": round(seconds, 2)}
     else:
         res["settings"] = {"steps": args.steps, "eta": 0.0, "spacing": "trailing", "scales": list(CFG_SCALES)}
         res = resume(out, res)
@@ -150,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.only:
         wanted = [({**SIGMA_HAT, "steps": int(b)} if a == "sigma_hat" else {"eta": float(a), "steps": int(b)})
-                  if args.sweep == "ddim-table" else {"scale": float(c)}
+                  if args.sweep == "ddim-table" else {"method": c} if args.sweep == "superres" else {"scale": float(c)}
                   for c in args.only.split(",") for a, _, b in [c.partition(":")]]
         unknown = [w for w in wanted if w not in cells]
         if unknown:

@@ -19,11 +19,11 @@ from ._validate import check_choice, check_int, check_real
 from .classifier import (CLASSIFIER_PATH, IMAGE_SHAPE, Classifier, check_images, eval_mode, accuracy,
                          classifier_features, load_classifier, predicted_labels, save_classifier, train_classifier)
 from .guidance import num_classes_of
-from .metrics import class_agreement, class_diversity, fd_cls, feature_stats, frechet_distance
+from .metrics import class_agreement, class_diversity, fd_bootstrap, fd_cls, feature_stats, frechet_distance, psnr
 from .runtime import cpu_model, machine_description, model_device
 from .samplers import VARIANCES, ddim_sample, ddpm_sample
 
-__all__ = ["generate", "evaluate_samples", "evaluate_model", "fd_cls_floor",
+__all__ = ["generate", "evaluate_samples", "evaluate_model", "fd_cls_floor", "score_superres",
            # moved to minidiff.classifier, minidiff.metrics, minidiff.runtime and minidiff._io; importable from here
            "CLASSIFIER_PATH", "IMAGE_SHAPE", "Classifier", "accuracy", "classifier_features", "predicted_labels",
            "train_classifier", "save_classifier", "load_classifier", "frechet_distance", "feature_stats",
@@ -106,6 +106,44 @@ def _real_subset(split: str, n: int, seed: int, root=None) -> torch.Tensor:
     images, _ = load_fashion_mnist(split, root=root)
     idx = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
     return images[idx]                                                                # (n, 1, 28, 28)
+
+
+def score_superres(images: torch.Tensor, originals: torch.Tensor, labels: torch.Tensor, *, factor: int,
+                   reference: torch.Tensor, classifier: nn.Module | None = None, resamples: int = 50,
+                   seed: int = 0) -> dict:
+    """Chapter 8's super-resolution scores of ``images`` (N, 1, 28, 28), made from ``downsample(originals,
+    factor)``, each with its spread.
+
+    Returns a dict of:
+        psnr, psnr_se: mean PSNR against the originals (dB, data range 2) and its standard error over the images;
+        consistency: the mean over images of the RMS of downsample(image) - downsample(original);
+        class_kept, class_kept_se: how often the classifier gives an image its original's label, and the binomial
+            standard error;
+        fd_cls, fd_cls_sd: FD_cls against the ``reference`` images (M, 1, 28, 28) and its bootstrap standard
+            deviation over ``resamples`` rounds (:func:`minidiff.metrics.fd_bootstrap`, seeded by ``seed``);
+        n: the number of images.
+    Images are clamped to [-1, 1] for the classifier only (bicubic upsampling overshoots a little).
+
+    Introduced in chapter 8.
+    """
+    from .superres import downsample
+
+    check_images(images.clamp(-1, 1), "images")
+    if originals.shape != images.shape or labels.shape != images.shape[:1]:
+        raise ValueError(f"originals must have the shape of images {tuple(images.shape)} and labels shape "
+                         f"({images.shape[0]},); got {tuple(originals.shape)} and {tuple(labels.shape)}")
+    classifier = classifier if classifier is not None else load_classifier()
+    shown = images.clamp(-1, 1)
+    p = psnr(images, originals)                                                            # (N,)
+    kept = (predicted_labels(classifier, shown) == labels.cpu()).double()                  # (N,)
+    gap = (downsample(images, factor) - downsample(originals, factor)).double()
+    fd = fd_bootstrap(classifier_features(classifier, shown), classifier_features(classifier, reference),
+                      resamples=resamples, generator=torch.Generator().manual_seed(seed))
+    n = images.shape[0]
+    return dict(psnr=float(p.mean()), psnr_se=float(p.std() / n**0.5),
+                consistency=float(gap.pow(2).flatten(1).mean(1).sqrt().mean()),
+                class_kept=float(kept.mean()), class_kept_se=float((kept.mean() * (1 - kept.mean()) / n) ** 0.5),
+                fd_cls=fd["fd"], fd_cls_sd=fd["sd"], n=n)
 
 
 # ------------------------------------------------------------------------------------------ sampling

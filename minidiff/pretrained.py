@@ -28,6 +28,7 @@ RESULTS = REPOSITORY / "benchmarks" / "results"
 #: The shipped files and their SHA-256 digests (a test keeps them equal to the committed files).
 SHA256 = {
     "fashion-mnist-cond.pt": "73b97fb040c2d3136a830a89fc3a7547527d92b65d3dd3a012adc00a02dba329",
+    "fashion-mnist-sr3.pt": "0fad2d61d9ee01c2da9680b232c0ba04df64c58f01e6772fd61b602326fe69ab",
     "toy-2d.pt": "549305073adf082b2152656ee43242a1267a7c24825b78bec31081957c41bc67",
     "classifier.safetensors": "1cc51468979139f8e1493b6288e3d33e07b14771a3ebf5a544de26a38345c931",
 }
