@@ -65,6 +65,12 @@ from .superres import LowResConditioned, ilvr, sr3_sample
 
 __all__ += ["superres", "ilvr", "sr3_sample", "LowResConditioned"]
 
+# a GAN to compare with (chapter 8)
+from . import gan
+from .gan import Discriminator, GANResult, Generator, gan_sample, load_gan, save_gan, train_gan
+
+__all__ += ["gan", "Generator", "Discriminator", "GANResult", "train_gan", "gan_sample", "save_gan", "load_gan"]
+
 __all__ += [
     "TrainConfig", "TrainResult", "train", "EMA", "load_model", "CheckpointError", "pretrained", "load_result",
     "plot", "image_grid", "save_image_grid", "scatter_2d", "save_scatter_2d",

@@ -1,4 +1,5 @@
-"""Command line: ``minidiff {demo,train,sample,evaluate,train-classifier,export}``, or ``python -m minidiff ...``.
+"""Command line: ``minidiff {demo,train,sample,evaluate,train-classifier,export,train-gan,sample-gan}``, or
+``python -m minidiff ...``.
 
 ``demo`` (the default) samples a small 2D data set with the exact :class:`~minidiff.OracleDenoiser` — DDPM
 and DDIM, no training — and reports how close the samples land to the data.
@@ -495,6 +496,99 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ train-gan, sample-gan
+def _add_train_gan_parser(sub, prog: str) -> None:
+    p = sub.add_parser(
+        "train-gan", help="train the small DCGAN on Fashion-MNIST that chapter 8 compares with diffusion",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a DCGAN (non-saturating loss, Adam 2e-4, betas 0.5/0.999) on the 60,000 Fashion-MNIST "
+                    "training images.\nWrites DIR/generator.safetensors and DIR/generator.json (the record: command, "
+                    "seed, time, the per-step\nlosses, and FD_cls and class fractions of --eval-n samples every "
+                    "--eval-every steps).",
+        epilog=_examples(prog, "train-gan --steps 4000 --seed 0 --eval-every 250 --eval-n 500 --out runs/gan-seed0",
+                         "train-gan --steps 20 --limit 256 --eval-every 0 --out /tmp/gan-smoke"))
+    p.add_argument("--steps", type=int, default=4000, help="training steps, one D and one G update each "
+                                                            "(default: 4000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, data order and noise (default: 0)")
+    p.add_argument("--batch-size", type=int, default=64, help="real images per step (default: 64)")
+    p.add_argument("--z-dim", type=int, default=64, help="size of the generator's noise vector (default: 64)")
+    p.add_argument("--width", type=int, default=64, help="width of both networks (default: 64)")
+    p.add_argument("--eval-every", type=int, default=250, metavar="K",
+                   help="steps between FD_cls evaluations, also after the last step; 0 = never (default: 250)")
+    p.add_argument("--eval-n", type=int, default=500, metavar="N",
+                   help="samples per evaluation, 2 to 10000 (default: 500)")
+    p.add_argument("--limit", type=int, metavar="N", help="train on only the first N training images")
+    p.add_argument("--device", type=device_arg, help="device (default: CPU)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--force", action="store_true", help="replace a generator already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=train_gan_command)
+
+
+def train_gan_command(args: argparse.Namespace) -> int:
+    from ._io import claim_folder
+    from .gan import GENERATOR_NAME, train_gan
+
+    weights = Path(args.out) / GENERATOR_NAME
+    if not args.force:
+        for path in (weights, weights.with_suffix(".json")):
+            if path.exists():
+                raise FileExistsError(f"{str(path)!r} exists; choose another --out, or pass --force to replace it")
+    data = None
+    if args.limit is not None:
+        from .data import load_fashion_mnist
+
+        if args.limit < args.batch_size:
+            raise ValueError(f"--limit must be at least --batch-size ({args.batch_size}), got {args.limit}")
+        data = load_fashion_mnist("train")[0][:args.limit]                               # (limit, 1, 28, 28)
+    command = (f"python -m minidiff train-gan --steps {args.steps} --seed {args.seed} --batch-size {args.batch_size} "
+               f"--z-dim {args.z_dim} --width {args.width} --eval-every {args.eval_every} --eval-n {args.eval_n}"
+               + (f" --limit {args.limit}" if args.limit is not None else "")
+               + (f" --device {args.device}" if args.device else "") + f" --out {args.out}")
+    with claim_folder(args.out):                        # a writable folder no other run is using, checked first
+        result = train_gan(steps=args.steps, batch_size=args.batch_size, seed=args.seed, z_dim=args.z_dim,
+                           width=args.width, eval_every=args.eval_every, eval_n=args.eval_n, out=weights, data=data,
+                           device=args.device, progress=not args.quiet, command=command)
+    rec, log = result.record, result.log
+    line = (f"wrote {weights} and {weights.with_suffix('.json')}: {args.steps} steps in {rec['train_seconds']:.1f} s "
+            f"({rec['images_per_second']:.0f} img/s)")
+    if log["fd_cls"]:
+        line += f"; FD_cls {log['fd_cls'][-1]:.2f} (floor {log['fd_cls_floor'][-1]:.2f}) at n={args.eval_n}"
+    print(line)
+    return 0
+
+
+def _add_sample_gan_parser(sub, prog: str) -> None:
+    p = sub.add_parser("sample-gan", help="draw samples from a generator written by train-gan, as a PNG grid",
+                       description="Draw --n images from a DCGAN generator (one forward pass) and write an image grid.",
+                       epilog=_examples(prog, "sample-gan --gan runs/gan-seed0/generator.safetensors --out gan.png"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gan", required=True, metavar="PATH", help="generator.safetensors written by train-gan")
+    p.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise z (default: 0)")
+    p.add_argument("--out", default="gan-samples.png", metavar="PNG", help="output image (default: gan-samples.png)")
+    _add_force(p)
+    p.set_defaults(func=sample_gan_command)
+
+
+def sample_gan_command(args: argparse.Namespace) -> int:
+    from .gan import gan_sample, load_gan
+    from .plot import save_image_grid
+
+    if not args.out.lower().endswith(".png"):       # fail before sampling, not after
+        raise ValueError(f"--out must end in .png, got {args.out!r}")
+    refuse_shipped(args.out, args.force)
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    G = load_gan(args.gan)
+    start = time.perf_counter()
+    x = gan_sample(G, args.n, generator=torch.Generator().manual_seed(args.seed))     # (n, 1, 28, 28)
+    seconds = time.perf_counter() - start
+    save_image_grid(x, args.out)
+    print(f"wrote {args.out}: {args.n} GAN samples in {seconds:.2f} s")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ main
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command; ``prog`` (default: :func:`prog_name`) names the program in usage, help,
@@ -510,6 +604,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _add_evaluate_parser(sub, prog)
     _add_train_classifier_parser(sub)
     _add_export_parser(sub)
+    _add_train_gan_parser(sub, prog)
+    _add_sample_gan_parser(sub, prog)
     return parser
 
 
