@@ -115,13 +115,16 @@ def score_superres(images: torch.Tensor, originals: torch.Tensor, labels: torch.
     factor)``, each with its spread.
 
     Returns a dict of:
-        psnr, psnr_se: mean PSNR against the originals (dB, data range 2) and its standard error over the images;
-        consistency: the mean over images of the RMS of downsample(image) - downsample(original);
-        class_kept, class_kept_se: how often the classifier gives an image its original's label, and the binomial
-            standard error;
-        fd_cls, fd_cls_sd: FD_cls against the ``reference`` images (M, 1, 28, 28) and its bootstrap standard
-            deviation over ``resamples`` rounds (:func:`minidiff.metrics.fd_bootstrap`, seeded by ``seed``);
-        n: the number of images.
+
+    - ``psnr``, ``psnr_se``: mean PSNR against the originals (dB, data range 2) and its standard error over the
+      images;
+    - ``consistency``: the mean over images of the RMS of downsample(image) - downsample(original);
+    - ``class_kept``, ``class_kept_se``: how often the classifier gives an image its original's label, and the
+      binomial standard error;
+    - ``fd_cls``, ``fd_cls_sd``: FD_cls against the ``reference`` images (M, 1, 28, 28) and its bootstrap
+      standard deviation over ``resamples`` rounds (:func:`minidiff.metrics.fd_bootstrap`, seeded by ``seed``);
+    - ``n``: the number of images.
+
     Images are clamped to [-1, 1] for the classifier only (bicubic upsampling overshoots a little).
 
     Introduced in chapter 8.

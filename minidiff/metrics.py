@@ -120,8 +120,10 @@ def precision_recall(fake_features, real_features, *, k: int = 3) -> dict:
     Each set's manifold is estimated as the union of balls around its points, each ball's radius the distance
     from the point to its k-th nearest neighbour within the set. Then::
 
-        precision = fraction of fake points inside the real manifold    (are the samples realistic?)
-        recall    = fraction of real points inside the fake manifold    (is every kind of real image produced?)
+        precision = fraction of fake points inside the real manifold
+        recall    = fraction of real points inside the fake manifold
+
+    Precision asks whether the samples are realistic, recall whether every kind of real image is produced.
 
     A generator that collapses onto a few modes keeps its precision and loses recall; one that spreads over
     everything keeps recall and loses precision. Both estimates depend on k and on the set sizes: compare them

@@ -7,7 +7,8 @@ whose downsampled version is ``lowres``. Two ways, both ending in the samplers o
   training-free: run an ordinary model and, after every reverse step t -> t', replace the low frequencies of
   the state by those of the noised low-resolution image::
 
-      x_{t'} = x'_{t'} - phi(x'_{t'}) + phi(y_{t'}),     y_{t'} ~ q(y_{t'} | y),   phi = upsample . downsample
+      x_{t'} = x'_{t'} - phi(x'_{t'}) + phi(y_{t'}),     y_{t'} ~ q(y_{t'} | y),
+      phi = upsample . downsample
 
   It is the sibling of RePaint's replacement (chapter 8's inpainting): there a mask picks the known pixels,
   here the low-pass filter phi picks the known frequencies. With area downsampling and nearest upsampling phi

@@ -235,7 +235,7 @@ def test_ckpt_takes_a_shipped_model_by_name(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["sample", "--ckpt", "classifier", "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
-    assert "'classifier'" in err and "fashion-mnist-cond.pt, toy-2d.pt" in err
+    assert "'classifier'" in err and "fashion-mnist-cond.pt, fashion-mnist-sr3.pt, toy-2d.pt" in err
 
 
 @pytest.mark.parametrize("value, index", [
