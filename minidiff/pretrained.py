@@ -30,6 +30,12 @@ SHA256 = {
     "fashion-mnist-cond.pt": "73b97fb040c2d3136a830a89fc3a7547527d92b65d3dd3a012adc00a02dba329",
     "fashion-mnist-sr3.pt": "0fad2d61d9ee01c2da9680b232c0ba04df64c58f01e6772fd61b602326fe69ab",
     "toy-2d.pt": "549305073adf082b2152656ee43242a1267a7c24825b78bec31081957c41bc67",
+    "gan-seed0.safetensors": "4847b5ab0817d539e4461c5b32ee683162342196fdbf11db18b2267edb4e0ad7",
+    "gan-seed0.json": "97ea23020b136cec76b21fd9fa0f7ed204c9fde397bc5f7f05fb06ea269a55a0",
+    "gan-seed1.safetensors": "b3c1d3f0cecbaba5d06ec182673505d1bce3a299ff03a2cb2cff0678e7c15a8b",
+    "gan-seed1.json": "3fbfbe5d8a529be54642d4d77d026a64e41fc154d0c79336486fb15aa65dcb74",
+    "gan-seed2.safetensors": "5d106a8a4201fbda53654a2ba680ba7e4d8045b425c62630ef67efc25621f72a",
+    "gan-seed2.json": "dc3ac9ee79e7d38d1a637c7b397c1aff8e684b1f7db9b20dbf6aab597606dab1",
     "classifier.safetensors": "1cc51468979139f8e1493b6288e3d33e07b14771a3ebf5a544de26a38345c931",
 }
 #: The result tables the chapters plot (``benchmarks/results/``); the wheel carries these.

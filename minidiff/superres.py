@@ -104,8 +104,27 @@ def ilvr(model, lowres: torch.Tensor, sched: NoiseSchedule, *, factor: int, step
                                                 guidance_scale)
     ref = upsample(lowres, factor, "nearest")                                  # phi(y) = up(lowres): (B, C, H, W)
     x = noise_like(ref, generator)                                             # x_T ~ N(0, I)
+    plan = ddim_plan(sched, ddim_timesteps(sched.T, steps, spacing), eta)
+    x = ilvr_loop(model, x, ref, sched, plan, factor=factor, y=y, guidance_scale=guidance_scale,
+                  generator=generator)
+    model.check_finite()                      # once, after the loop: a NaN/inf prediction names its step
+    return x
+
+
+@torch.no_grad()
+def ilvr_loop(model, x: torch.Tensor, ref: torch.Tensor, sched: NoiseSchedule, plan: list[tuple], *, factor: int,
+              y: torch.Tensor | None = None, guidance_scale: float = 1.0,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """ILVR from x = x_T over the DDIM steps of ``plan``, steps 1-3 of :func:`ilvr`.
+
+    ``x`` is (B, C, H, W) noise, ``ref`` = up(lowres) the nearest-upsampled low-resolution images (B, C, H, W);
+    ``plan`` is :func:`minidiff.samplers.ddim_plan`'s; the other arguments are :func:`ilvr`'s, which checks them
+    all. Returns x_0.
+
+    Introduced in chapter 8.
+    """
     B = x.shape[0]
-    for t, t_prev, a, a_prev, sigma in ddim_plan(sched, ddim_timesteps(sched.T, steps, spacing), eta):
+    for t, t_prev, a, a_prev, sigma in plan:
         t_batch = torch.full((B,), t, dtype=torch.long, device=x.device)                    # (B,)
         eps = guided_eps(model, x, t_batch, y, guidance_scale)
         noise = noise_like(x, generator) if sigma > 0 else None
@@ -114,9 +133,8 @@ def ilvr(model, lowres: torch.Tensor, sched: NoiseSchedule, *, factor: int, step
             t_prev_batch = torch.full((B,), t_prev, dtype=torch.long, device=x.device)
             ref_t = add_noise(ref, t_prev_batch, sched, noise_like(ref, generator))
         else:
-            ref_t = ref
+            ref_t = ref                                                                     #    y_0 = y itself
         x = x_prev - low_pass(x_prev, factor) + low_pass(ref_t, factor)                    # 3. ILVR eq. (8)
-    model.check_finite()                      # once, after the loop: a NaN/inf prediction names its step
     return x
 
 
