@@ -61,3 +61,19 @@ def test_widget_cells_are_skipped_by_the_book_build(path):
     for cell in load(path)["cells"]:
         if cell["cell_type"] == "code" and "interact" in source(cell) and "# NBVAL_IGNORE_OUTPUT" in source(cell):
             assert "skip-execution" in cell["metadata"].get("tags", []), f"{path.name}: widget cell not skipped"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_figures_the_book_shows_have_captions(path):
+    """The page test (tests/test_site.py) finds an uncaptioned figure only after a full book build; this is the
+    same rule read from the source: a cell the book executes that shows a figure carries a myst-nb caption."""
+    missing = []
+    for k, cell in enumerate(load(path)["cells"]):
+        text = source(cell)
+        if cell["cell_type"] != "code" or "plt.show()" not in text or "figures.jshtml(" in text:
+            continue
+        if "skip-execution" in cell["metadata"].get("tags", []):
+            continue
+        if not cell["metadata"].get("mystnb", {}).get("figure", {}).get("caption"):
+            missing.append(f"cell {k}: {text.splitlines()[0][:60]}")
+    assert not missing, f"{path.name}: figures without a caption: {missing}"
