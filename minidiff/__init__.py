@@ -71,6 +71,13 @@ from .gan import Discriminator, GANResult, Generator, gan_sample, load_gan, save
 
 __all__ += ["gan", "Generator", "Discriminator", "GANResult", "train_gan", "gan_sample", "save_gan", "load_gan"]
 
+# the continuous-time view (chapter 9): the score, the SDE, the probability-flow ODE and exact likelihoods
+from . import likelihood, sde
+from .likelihood import bits_per_dim, elbo_bpd, ode_log_likelihood
+from .sde import score_from_eps
+
+__all__ += ["sde", "likelihood", "score_from_eps", "ode_log_likelihood", "elbo_bpd", "bits_per_dim"]
+
 __all__ += [
     "TrainConfig", "TrainResult", "train", "EMA", "load_model", "CheckpointError", "pretrained", "load_result",
     "plot", "image_grid", "save_image_grid", "scatter_2d", "save_scatter_2d",

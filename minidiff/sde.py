@@ -2,7 +2,7 @@
 
 Tweedie's formula turns a noise prediction into a score. For x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps::
 
-    grad_x log p_t(x_t) = -E[eps | x_t] / sqrt(1 - alpha_bar)          (score_from_eps)
+    grad_x log p_t(x_t) = -E[eps | x_t] / sqrt(1 - alpha_bar)
 
 DDPM's forward chain is the Euler-Maruyama discretisation, one unit of time per step, of the variance-preserving
 SDE of Song et al. 2021 (their eq. 11), with beta(t) = beta_t on the step::
@@ -12,8 +12,11 @@ SDE of Song et al. 2021 (their eq. 11), with beta(t) = beta_t on the step::
 Its time reversal (Anderson 1982; Song et al. 2021, eq. 6) and its probability-flow ODE (eq. 13), which has the
 same marginals p_t and no noise, are::
 
-    dx = [-1/2 beta x - beta score] dt + sqrt(beta) dW_bar             (reverse_sde_step: one Euler-Maruyama step)
-    dx/dt = -1/2 beta x - 1/2 beta score = -1/2 beta (x - eps / sqrt(1 - alpha_bar))   (pf_ode_step: one Euler step)
+    dx = [-1/2 beta x - beta score] dt + sqrt(beta) dW_bar
+    dx/dt = -1/2 beta x - 1/2 beta score
+
+with score = -eps / sqrt(1 - alpha_bar): :func:`reverse_sde_step` is one Euler-Maruyama step of the first,
+:func:`pf_ode_step` one Euler step of the second.
 
 In the variables of the DDIM paper (its eq. 14), x_bar = x / sqrt(alpha_bar) and sigma = sqrt((1 - alpha_bar) /
 alpha_bar), the same ODE reads d x_bar / d sigma = eps(x, t): a plain integral of the noise prediction. Its Euler
@@ -69,8 +72,8 @@ def dsm_loss(model, x0: torch.Tensor, sched: NoiseSchedule, t: torch.Tensor, noi
 
     The target is the score of q(x_t | x_0), -eps / sqrt(1 - alpha_bar_t)::
 
-        L_dsm(x_0, t, eps) = mean_d ( score_theta(x_t, t) + eps / sqrt(1 - alpha_bar_t) )^2
-                           = mean_d ( eps_theta(x_t, t) - eps )^2 / (1 - alpha_bar_t)
+        L_dsm = mean_d (score_theta(x_t, t) + eps / sqrt(1 - alpha_bar_t))^2
+              = mean_d (eps_theta(x_t, t) - eps)^2 / (1 - alpha_bar_t)
 
     so it is the per-sample L_simple weighted by 1 / (1 - alpha_bar_t).
 
@@ -110,7 +113,8 @@ def reverse_sde_step(x: torch.Tensor, eps: torch.Tensor, beta: float, alpha_bar:
                      noise: torch.Tensor | None) -> torch.Tensor:
     """One Euler-Maruyama step of the reverse VP-SDE, one unit of time back (Song et al. 2021, eq. 6)::
 
-        x_prev = x + (1/2 beta x + beta score) + sqrt(beta) z,   score = -eps / sqrt(1 - alpha_bar)
+        x_prev = x + (1/2 beta x + beta score) + sqrt(beta) z
+        score = -eps / sqrt(1 - alpha_bar)
 
     Args:
         x: (B, ...) the state at time t; eps: (B, ...) the noise prediction there.
@@ -132,7 +136,8 @@ def _reverse_sde_update(x, eps, beta, alpha_bar, noise):
 def pf_ode_step(x: torch.Tensor, eps: torch.Tensor, beta: float, alpha_bar: float) -> torch.Tensor:
     """One Euler step of the probability-flow ODE in t, one unit of time back (Song et al. 2021, eq. 13)::
 
-        x_prev = x + 1/2 beta (x + score) = x + 1/2 beta (x - eps / sqrt(1 - alpha_bar))
+        x_prev = x + 1/2 beta (x + score)
+               = x + 1/2 beta (x - eps / sqrt(1 - alpha_bar))
 
     Args: as :func:`reverse_sde_step`, without noise. Introduced in chapter 9.
     """
@@ -149,7 +154,8 @@ def euler_sigma_step(x: torch.Tensor, eps: torch.Tensor, alpha_bar: float, alpha
     """One Euler step of the probability-flow ODE written in x_bar = x / sqrt(alpha_bar) and
     sigma = sqrt((1 - alpha_bar) / alpha_bar) (DDIM eq. 14), where d x_bar / d sigma = eps::
 
-        x_bar_prev = x_bar + (sigma_prev - sigma) eps,   x_prev = sqrt(alpha_bar_prev) x_bar_prev
+        x_bar_prev = x_bar + (sigma_prev - sigma) eps
+        x_prev = sqrt(alpha_bar_prev) x_bar_prev
 
     It equals DDIM's update with eta = 0 (:func:`minidiff.samplers.ddim_update`) for every step size.
 
