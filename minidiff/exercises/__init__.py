@@ -38,9 +38,13 @@ Chapter 8, applications
       merge that :func:`minidiff.inpaint` does at every step
     * :func:`check_consistency_projection`: ``fn(x_hat, lowres, factor) -> x``, against the projection that
       :func:`minidiff.ilvr` ends with
+Chapter 9, the score and the SDE
+    * :func:`check_score_from_eps`: ``fn(eps, t, sched) -> score``, against :func:`minidiff.score_from_eps`
+    * :func:`check_reverse_sde_step`: ``fn(x_t, eps, t, sched, noise) -> x_prev``, against
+      :func:`minidiff.sde.reverse_sde_step`
 
 Each chapter's checkers live in a module of their own, named after the chapter (``ch01_forward_process`` to
-``ch08_applications``), beside the harness they share (``_harness``): a new chapter adds one module, and its
+``ch09_score_sde``), beside the harness they share (``_harness``): a new chapter adds one module, and its
 checkers are imported and listed here.
 
 Introduced in chapter 1.
@@ -54,6 +58,7 @@ from .ch05_ddpm_sampling import check_ddpm_step
 from .ch06_ddim import check_ddim_step
 from .ch07_guidance import check_cfg_combine
 from .ch08_applications import check_consistency_projection, check_repaint_merge
+from .ch09_score_sde import check_reverse_sde_step, check_score_from_eps
 
 __all__ = [
     "CheckResult",
@@ -65,4 +70,5 @@ __all__ = [
     "check_ddim_step",                                   # chapter 6
     "check_cfg_combine",                                 # chapter 7
     "check_repaint_merge", "check_consistency_projection",   # chapter 8
+    "check_score_from_eps", "check_reverse_sde_step",    # chapter 9
 ]
