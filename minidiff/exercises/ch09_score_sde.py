@@ -100,7 +100,8 @@ def check_reverse_sde_step(fn: Callable, *, seed: int = 0) -> CheckResult:
     ``t`` is a Python int (one timestep for the batch), ``eps`` the noise prediction at x_t and ``noise`` the
     fresh z (B, ...). The reference is ``minidiff.sde.reverse_sde_step(x_t, eps, beta_t, alpha_bar_t, noise)``::
 
-        x_prev = x_t + 1/2 beta_t x_t + beta_t score + sqrt(beta_t) z,   score = -eps / sqrt(1 - alpha_bar_t)
+        x_prev = x_t + 1/2 beta_t x_t + beta_t score + sqrt(beta_t) z
+        score = -eps / sqrt(1 - alpha_bar_t)
 
     with the noise added at every t (a sampler passes zeros at its last step). Run at t = T - 1, T // 2, 1 and
     0 of 2 short schedules and the linear T = 1000 one, on batches (B, D), (B, 3, 2) and image batches
