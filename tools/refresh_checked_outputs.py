@@ -34,7 +34,10 @@ def refresh(path: Path, timeout: int = 600) -> None:
             if out.output_type == "error":
                 raise RuntimeError(f"{path}: a checked cell raised {out.ename}: {out.evalue}")
             if out.output_type == "stream" and out.name == "stdout":
-                kept.append(out)
+                if kept and kept[-1].output_type == "stream":      # one block per cell, as nbval compares it
+                    kept[-1].text += out.text
+                else:
+                    kept.append(out)
             elif out.output_type == "execute_result" and "text/plain" in out.data:
                 out.data = {"text/plain": out.data["text/plain"]}
                 out.metadata = {}
