@@ -78,6 +78,12 @@ from .sde import score_from_eps
 
 __all__ += ["sde", "likelihood", "score_from_eps", "ode_log_likelihood", "elbo_bpd", "bits_per_dim"]
 
+# flow matching and rectified flow (chapter 10)
+from . import flow
+from .flow import FlowNet, flow_matching_loss, flow_sample
+
+__all__ += ["flow", "FlowNet", "flow_matching_loss", "flow_sample"]
+
 __all__ += [
     "TrainConfig", "TrainResult", "train", "EMA", "load_model", "CheckpointError", "pretrained", "load_result",
     "plot", "image_grid", "save_image_grid", "scatter_2d", "save_scatter_2d",

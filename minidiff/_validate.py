@@ -182,15 +182,17 @@ def randint(high: int, n: int, *, generator: torch.Generator | None, device) -> 
 
 
 def check_sampling(model, shape, sched, *, y, guidance_scale, clip_x0=None, x_T=None,
-                   device=None, dtype=None, callback=None) -> tuple:
+                   device=None, dtype=None, callback=None, output: str = "eps") -> tuple:
     """The arguments every sampler shares. Returns ``(model, y, guidance_scale, device)``: the model wrapped
     in :class:`ShapeCheckedModel`, the labels on the sampling device, the scale as a float, and that device
     (``device``, else ``x_T``'s, else the model's). The sampling precision (``dtype``, else ``x_T``'s, else
-    float32) must be the model's."""
+    float32) must be the model's. ``sched`` None: a sampler without a schedule (a flow's, whose model
+    predicts ``output`` = "v")."""
     from .guidance import num_classes_of          # imported here: guidance imports this module
-    check_schedule(sched)
+    if sched is not None:
+        check_schedule(sched)
     if not callable(model):
-        raise TypeError(f"model must be callable as model(x_t, t, y) -> eps, got {type(model).__name__}")
+        raise TypeError(f"model must be callable as model(x_t, t, y) -> {output}, got {type(model).__name__}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(i, t, x_t, x0_hat) or None, got "
                         f"{type(callback).__name__}")
@@ -212,7 +214,7 @@ def check_sampling(model, shape, sched, *, y, guidance_scale, clip_x0=None, x_T=
                                                   " (float32 by default)"))
     device = _sampling_device(model, x_T, device)
     y = check_labels(y, shape[0], num_classes_of(model), device)
-    return ShapeCheckedModel(model, num_classes_of(model), track_finite=True), y, guidance_scale, device
+    return ShapeCheckedModel(model, num_classes_of(model), output=output, track_finite=True), y, guidance_scale, device
 
 
 def _sampling_device(model, x_T, device) -> torch.device:

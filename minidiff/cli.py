@@ -210,7 +210,7 @@ TRAIN_METAVARS = {"limit": "N", "p_uncond": "P", "out": "DIR", "log_every": "K",
 
 
 def _add_train_parser(sub, prog: str) -> None:
-    from .train import DATASETS, MLP_LR, MODELS, RESUME_MAY_CHANGE, TOY_DATASETS, UNET_LR, TrainConfig
+    from .train import DATASETS, MLP_LR, MODELS, OBJECTIVES, RESUME_MAY_CHANGE, TOY_DATASETS, UNET_LR, TrainConfig
 
     may_change = ", ".join("--" + name.replace("_", "-") for name in RESUME_MAY_CHANGE)
     p = sub.add_parser(
@@ -225,7 +225,7 @@ def _add_train_parser(sub, prog: str) -> None:
                          "train --out runs/fmnist --resume --steps 40000     # continue a run")
                + "\n  torchrun --nproc_per_node 4 -m minidiff train --dataset cifar10 --model ddpm-cifar10 "
                  "--out runs/cifar")
-    choices = {"dataset": DATASETS, "model": MODELS, "schedule": SCHEDULE_NAMES}
+    choices = {"dataset": DATASETS, "model": MODELS, "schedule": SCHEDULE_NAMES, "objective": OBJECTIVES}
     shown_defaults = {"lr": f"{MLP_LR:g} for the 2D MLP, {UNET_LR:g} for U-Nets", "out": "runs/<dataset>",
                       "model": f"{TrainConfig.model} for images, mlp for {', '.join(TOY_DATASETS)}"}
     docs = _field_help(TrainConfig)
@@ -327,6 +327,16 @@ def refuse_superres(ckpt: str, config: dict) -> None:
                          f"factor={factor})")
 
 
+def as_eps_model(model, sched, config: dict):
+    """A flow-matching checkpoint (``--objective flow``) samples as an eps-model on its schedule: DDIM on it is
+    Euler's method on the flow ODE at DDIM's times (minidiff.flow.FlowAsEps); other checkpoints are returned as
+    they are."""
+    if (config.get("train") or {}).get("objective", "eps") != "flow":
+        return model
+    from .flow import FlowAsEps, FlowNet
+    return FlowAsEps(FlowNet(model), sched)
+
+
 def sample_command(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .plot import save_image_grid, save_scatter_2d
@@ -338,6 +348,7 @@ def sample_command(args: argparse.Namespace) -> int:
     model, sched, config = load_model(checkpoint_path(args.ckpt), ema=not args.raw_weights, device=args.device)
     refuse_superres(args.ckpt, config)
     fast.apply(model)                                   # the same function, faster on this device
+    model = as_eps_model(model, sched, config)
     shape = tuple(config["sample_shape"])
     is_2d = len(shape) == 1
     n = args.n if args.n is not None else (2000 if is_2d else 64)
@@ -408,6 +419,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
                          f"use a classifier of those); {args.ckpt!r} makes samples of shape "
                          f"{tuple(config['sample_shape'])}")
     fast.apply(model)                                   # the same function, faster on this device
+    model = as_eps_model(model, sched, config)
     device = next(model.parameters()).device
     classifier = load_classifier(args.classifier, device=device)
     steps = sched.T if args.sampler == "ddpm" else min(50, sched.T) if args.steps is None else args.steps

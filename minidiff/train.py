@@ -40,6 +40,7 @@ from ._validate import check_choice, check_int, check_real
 from .checkpoint import CheckpointError, is_exported, read_checkpoint, save_checkpoint
 from .data import TensorLoader
 from .ema import EMA
+from .flow import FlowAsEps, FlowNet, flow_matching_loss
 from .losses import eps_loss
 from .mlp import MLPDenoiser
 from .plot import save_image_grid, save_scatter_2d
@@ -53,12 +54,14 @@ IMAGE_DATASETS = {"fashion-mnist": "load_fashion_mnist", "mnist": "load_mnist", 
 TOY_DATASETS = ("swiss_roll", "moons", "8gaussians", "checkerboard")
 DATASETS = (*IMAGE_DATASETS, *TOY_DATASETS)
 MODELS = (*PRESETS, "mlp")
+OBJECTIVES = ("eps", "flow")        # L_simple (chapter 3), or conditional flow matching (chapter 10)
 NUM_CLASSES = 10                    # every labelled data set here has 10 classes
 TOY_POINTS = 20_000                 # size of a toy 2D training set unless `limit` says otherwise
 CHECKPOINT_NAME = "ckpt.pt"
 # Fields that may differ when resuming: they change how long and how loudly a run goes, not what it computes.
 RESUME_MAY_CHANGE = ("steps", "log_every", "sample_every", "sample_n", "sample_steps", "checkpoint_every",
                      "out", "device", "bf16", "fast")
+ADDED_LATER = ("objective",)        # fields newer than some checkpoints: missing there means the default
 DERIVED_MODEL_ARGS = ("in_channels", "dim", "num_classes")
 MLP_LR, UNET_LR = 1e-3, 2e-4        # default learning rates: the small 2D MLP learns a blurry ring at 2e-4
 
@@ -80,6 +83,10 @@ class TrainConfig:
             upsampled back bicubically, as extra input channels (:mod:`minidiff.superres`; default: None, an
             ordinary model).
         p_uncond: label dropout probability for classifier-free guidance (default: 0.1 if conditional, else 0).
+        objective: ``"eps"``, the noise prediction loss L_simple, or ``"flow"``, conditional flow matching on the
+            linear path (:func:`minidiff.flow.flow_matching_loss`; the network is a velocity model, sampled as
+            :class:`minidiff.flow.FlowNet`, and the schedule only serves the sample grids, through
+            :class:`minidiff.flow.FlowAsEps`).
         schedule: the noise schedule, ``"linear"``, ``"cosine"`` or ``"sigmoid"``.
         T: the schedule's number of steps.
         steps: optimizer steps.
@@ -113,6 +120,7 @@ class TrainConfig:
     conditional: bool = False
     superres: int | None = None
     p_uncond: float | None = None
+    objective: str = "eps"
     schedule: str = "linear"
     T: int = 1000
     steps: int = 10_000
@@ -167,6 +175,9 @@ class TrainConfig:
         check_real(self.p_uncond, "p_uncond", low=0.0, high=1.0)
         if self.p_uncond > 0 and not self.conditional:
             raise ValueError(f"p_uncond must be 0 for an unconditional model, got {self.p_uncond}")
+        check_choice(self.objective, "objective", OBJECTIVES)
+        if self.objective == "flow" and self.superres:
+            raise ValueError("objective='flow' is for ordinary models: a superres run trains with objective='eps'")
         check_choice(self.schedule, "schedule", SCHEDULE_NAMES)
         check_int(self.T, "T", low=2)
         if self.sample_steps is None:
@@ -299,13 +310,17 @@ def _train(config: TrainConfig, env: "_Env", resume: bool, data, progress: bool)
     bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress or rank != 0, dynamic_ncols=True)
     pending, clock, clock_step = [], time.perf_counter(), step
     condition = conditioning(config)
+    flow_net = FlowNet(net) if config.objective == "flow" else None
 
     while step < config.steps:
         x0, labels = next(batches)
         for group in opt.param_groups:
             group["lr"] = lr_at(config, step)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = eps_loss(condition(net, x0), x0, loss_sched, y=labels, p_uncond=config.p_uncond, generator=noise_gen)  # DDPM Alg. 1
+            if flow_net is None:
+                loss = eps_loss(condition(net, x0), x0, loss_sched, y=labels, p_uncond=config.p_uncond, generator=noise_gen)  # DDPM Alg. 1
+            else:
+                loss = flow_matching_loss(flow_net, x0, y=labels, p_uncond=config.p_uncond, generator=noise_gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:
@@ -390,7 +405,11 @@ def make_model(config: TrainConfig, sample_shape: tuple[int, ...], num_classes: 
 
 def conditioning(config: TrainConfig):
     """``condition(model, x0)``: the model as the loss and the samplers call it for the clean batch ``x0`` —
-    the model itself, or for an SR3 run the model with ``x0``'s low-resolution version bound to it."""
+    the model itself, or for an SR3 run the model with ``x0``'s low-resolution version bound to it; a flow model
+    as an eps-model on the run's schedule (for the sample grids and the checks)."""
+    if config.objective == "flow":
+        sched = NoiseSchedule.from_name(config.schedule, T=config.T)
+        return lambda model, x0: FlowAsEps(FlowNet(model), sched)
     if not config.superres:
         return lambda model, x0: model
     f = config.superres
@@ -529,7 +548,9 @@ def _read_resume_state(path: Path, config: TrainConfig, world: int) -> dict:
     if is_exported(state):
         raise CheckpointError(f"cannot resume {str(path)!r}: it was exported for sampling and holds no optimizer "
                               "or random states; resume from the run's own ckpt.pt")
-    saved, now = state["config"]["train"], config.to_dict()
+    now = config.to_dict()
+    added = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in ADDED_LATER}
+    saved = {**added, **state["config"]["train"]}          # a field added later has its default in older files
     diffs = [f"{k}: checkpoint {saved.get(k, '<missing>')!r}, now {v!r}"
              for k, v in now.items() if k not in RESUME_MAY_CHANGE and saved.get(k, "<missing>") != v]
     if diffs:

@@ -42,9 +42,12 @@ Chapter 9, the score and the SDE
     * :func:`check_score_from_eps`: ``fn(eps, t, sched) -> score``, against :func:`minidiff.score_from_eps`
     * :func:`check_reverse_sde_step`: ``fn(x_t, eps, t, sched, noise) -> x_prev``, against
       :func:`minidiff.sde.reverse_sde_step`
+Chapter 10, flow matching
+    * :func:`check_flow_conversions`: ``fn(x_t, v, t) -> (x0, eps)``, the data and noise a velocity implies
+    * :func:`check_flow_matching_loss`: ``fn(model, x0, t, noise) -> loss``, the conditional flow-matching loss
 
 Each chapter's checkers live in a module of their own, named after the chapter (``ch01_forward_process`` to
-``ch09_score_sde``), beside the harness they share (``_harness``): a new chapter adds one module, and its
+``ch10_flow``), beside the harness they share (``_harness``): a new chapter adds one module, and its
 checkers are imported and listed here.
 
 Introduced in chapter 1.
@@ -59,6 +62,7 @@ from .ch06_ddim import check_ddim_step
 from .ch07_guidance import check_cfg_combine
 from .ch08_applications import check_consistency_projection, check_repaint_merge
 from .ch09_score_sde import check_reverse_sde_step, check_score_from_eps
+from .ch10_flow import check_flow_conversions, check_flow_matching_loss
 
 __all__ = [
     "CheckResult",
@@ -71,4 +75,5 @@ __all__ = [
     "check_cfg_combine",                                 # chapter 7
     "check_repaint_merge", "check_consistency_projection",   # chapter 8
     "check_score_from_eps", "check_reverse_sde_step",    # chapter 9
+    "check_flow_conversions", "check_flow_matching_loss",   # chapter 10
 ]
