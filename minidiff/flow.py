@@ -339,7 +339,9 @@ def flow_loop(model, x: torch.Tensor, times: list[float], y=None, guidance_scale
 def straightness(model, x_T: torch.Tensor, *, steps: int = 100, y: torch.Tensor | None = None) -> dict:
     """How straight the sampling paths are (Liu et al. 2023, eq. 5), along Euler's path from ``x_T``::
 
-        S = int_0^1 E || (x_1 - x_0) - v(x_t, t) ||^2 dt        (per dimension; 0 for straight paths)
+        S = int_0^1 E || (x_1 - x_0) - v(x_t, t) ||^2 dt
+
+    per dimension; 0 for straight paths.
 
     Returns a dict: ``straightness`` (float), ``x0`` (the path's end) and ``relative`` (S divided by
     E || x_1 - x_0 ||^2 per dimension). Introduced in chapter 10.

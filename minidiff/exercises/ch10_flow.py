@@ -119,7 +119,8 @@ class _LinearVelocity(torch.nn.Module):
 def check_flow_matching_loss(fn: Callable, *, seed: int = 0) -> CheckResult:
     """Check ``fn(model, x0, t, noise) -> loss``, the conditional flow-matching loss of one batch::
 
-        x_t = (1 - t) x0 + t noise,     loss = mean over the batch and the dimensions of (model(x_t, t) - (noise - x0))^2
+        x_t  = (1 - t) x0 + t noise
+        loss = mean over batch and dimensions of (model(x_t, t) - (noise - x0))^2
 
     ``t`` is a (B,) tensor of times in (0, 1); the model is called as ``model(x_t, t)``. The loss is a scalar
     tensor. Run on batches (B, D), (B, 3, 2) and image batches (B, C, H, W), in float64 and float32.
