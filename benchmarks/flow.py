@@ -74,7 +74,7 @@ def main(argv=None) -> int:
 
     res = json.loads(args.out.read_text()) if args.out.exists() else {}
     res.update({
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix().split("minidiff/", 1)[-1], *sys.argv[1:]]),
+        "command": "python " + " ".join(["benchmarks/flow.py", *(sys.argv[1:] if argv is None else argv)]),
         "checkpoints": {k: {"file": v.name, "sha256": sha256(v)} for k, v in CKPTS.items()},
         "n": args.n, "guidance": args.guidance, "seed": args.seed,
         "samples": f"{args.n} class-balanced samples (label i mod 10) from one fixed x_T, the same for every cell",

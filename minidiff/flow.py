@@ -244,9 +244,11 @@ class EpsAsFlow(_Reading):
         return torch.where(near, idx.round(), idx)
 
     def forward(self, z: torch.Tensor, t, y: torch.Tensor | None = None) -> torch.Tensor:
-        t = torch.as_tensor(t, device=z.device, dtype=torch.float64)
+        t = torch.as_tensor(t, device=z.device)
+        rel = 1e-12 if t.dtype == torch.float64 else 2 * torch.finfo(torch.float32).eps      # t's own rounding
+        t = t.to(torch.float64)
         t = t.expand(z.shape[0]) if t.ndim == 0 else t
-        outside = (t < self.t_min * (1 - 1e-12)) | (t > self.t_max * (1 + 1e-12))
+        outside = (t < self.t_min * (1 - rel)) | (t > self.t_max * (1 + rel))
         if bool(outside.any()):
             raise ValueError(f"t must lie in [{self.t_min:.6g}, {self.t_max:.6g}], the flow times of the eps-model's "
                              f"schedule levels, got {float(t[outside][0]):.6g}; start from t_max, e.g. "

@@ -119,6 +119,11 @@ def test_eps_as_flow_interpolates_between_the_schedule_levels():
     with pytest.raises(ValueError, match="t must lie in"):
         flow.flow_sample(v_model, (3, 2), steps=10, dtype=torch.float64)           # t = 1: beyond alpha_bar_999
     smooth = flow.EpsAsFlow(lambda x, t, y=None: 0.5 * x, SCHED)                    # takes fractional t
+    # the end levels given in float32 are accepted (their rounding is within float32's eps), beyond them not
+    ends = torch.tensor([smooth.t_min, smooth.t_max], dtype=torch.float32)
+    assert bool(torch.isfinite(smooth(torch.zeros(2, 2), ends)).all())
+    with pytest.raises(ValueError, match="t must lie in"):
+        smooth(torch.zeros(1, 2), torch.tensor([smooth.t_min * (1 - 1e-5)], dtype=torch.float32))
     x = flow.flow_sample(smooth, (3, 2), times=flow.flow_times(10, t_max=smooth.t_max), dtype=torch.float64)
     assert bool(torch.isfinite(x).all())
 
@@ -225,3 +230,51 @@ def test_bad_arguments_name_themselves():
         flow.FlowNet(md.MLPDenoiser())(x, torch.tensor([1, 0, 1]))
     with pytest.raises(ValueError, match="x_T must have shape"):
         flow.flow_sample(gaussian_velocity(1.0), (3, 2), x_T=torch.zeros(4, 2))
+
+
+# ------------------------------------------------------------------------------------------ the shipped model
+def test_the_shipped_flow_model_draws_the_class_asked_for():
+    net, sched, config = md.load_model(md.pretrained("fashion-mnist-flow.pt"), device="cpu")
+    assert config["train"]["objective"] == "flow" and config["model"]["config"]["num_classes"] == 10
+    labels = torch.arange(20) % 10
+    with torch.no_grad():
+        x = flow.flow_sample(flow.FlowNet(net), (20, 1, 28, 28), steps=20, y=labels, guidance_scale=3.0,
+                             generator=gen(0))
+    assert bool(torch.isfinite(x).all()) and float(x.abs().max()) < 2
+    # benchmarks/flow.py measured agreement 1.000 at n = 500 with these settings; 17 of 20 fails with
+    # probability < 1e-3 even at a true rate of 0.95
+    predicted = md.load_classifier()(x.clamp(-1, 1)).argmax(1)
+    assert int((predicted == labels).sum()) >= 17
+
+
+def test_the_flow_benchmark_cells_are_the_samplers_they_name(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    if not Path("/usr/share/datasets/fashion-mnist").is_dir():
+        pytest.skip("the Debian package dataset-fashion-mnist is not installed")
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("_minidiff_flow_bench", root / "benchmarks" / "flow.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "flow.json"
+    assert bench.main(["--n", "20", "--steps", "2", "--batch-size", "10", "--out", str(out)]) == 0
+    import json
+    res = json.loads(out.read_text())
+    assert res["command"] == f"python benchmarks/flow.py --n 20 --steps 2 --batch-size 10 --out {out}"
+    assert sorted(res["cells"]) == ["eps, DDIM, 2", "flow, DDIM times, 2", "flow, Euler, 2"]
+    assert all(c["fd_cls"] > 0 and c["fd_cls_sd"] > 0 and 0 <= c["class_agreement"] <= 1
+               for c in res["cells"].values())
+    # Recompute one cell: Euler on the flow model from the benchmark's noise, in one batch instead of two.
+    net, _, _ = md.load_model(md.pretrained("fashion-mnist-flow.pt"), device="cpu")
+    x_T = torch.randn(20, 1, 28, 28, generator=gen(0))
+    labels = torch.arange(20) % 10
+    with torch.no_grad():
+        x = flow.flow_sample(flow.FlowNet(net), x_T.shape, steps=2, y=labels, guidance_scale=3.0, x_T=x_T)
+    # the same float32 network per sample; batching changes the float32 summation order only (~1e-6
+    # relative), far too little to move a classifier's argmax on 20 images
+    agreement = md.metrics.class_agreement(x.clamp(-1, 1), labels, md.load_classifier())
+    assert agreement == res["cells"]["flow, Euler, 2"]["class_agreement"]
+    # and the file resumes: a second run computes nothing
+    assert bench.main(["--n", "20", "--steps", "2", "--batch-size", "10", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["cells"] == res["cells"]
