@@ -244,9 +244,9 @@ class EpsAsFlow(_Reading):
         return torch.where(near, idx.round(), idx)
 
     def forward(self, z: torch.Tensor, t, y: torch.Tensor | None = None) -> torch.Tensor:
-        t = torch.as_tensor(t, device=z.device)
-        rel = 1e-12 if t.dtype == torch.float64 else 2 * torch.finfo(torch.float32).eps      # t's own rounding
-        t = t.to(torch.float64)
+        rounding = torch.finfo(t.dtype).eps if torch.is_tensor(t) and t.is_floating_point() else 0.0
+        rel = max(1e-12, 2 * rounding)                                   # the given times' own rounding
+        t = torch.as_tensor(t, device=z.device, dtype=torch.float64)
         t = t.expand(z.shape[0]) if t.ndim == 0 else t
         outside = (t < self.t_min * (1 - rel)) | (t > self.t_max * (1 + rel))
         if bool(outside.any()):

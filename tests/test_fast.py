@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import minidiff as md
+from benchmark_scripts import benchmark_module
 from minidiff import schedules
 from minidiff.guidance import guided_eps
 from minidiff.fast import CompiledModel
@@ -335,25 +336,15 @@ def test_inductor_compiled_model_matches_eager(small, gen):
 
 
 # ---------------------------------------------------------------------------------------- the benchmark's records
-def _benchmark_module(name: str):
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_minidiff_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_performance_page_is_generated_from_the_committed_results():
-    report = _benchmark_module("report")
+    report = benchmark_module("report")
     assert report.PAGE.read_text() == report.page(), "rerun: python benchmarks/report.py"
 
 
 def test_benchmark_models_are_matched():
     """Same parameter count (the issue allows 10%) and the same forward FLOPs per image, for both sizes."""
     pytest.importorskip("diffusers")
-    bench = _benchmark_module("bench")
+    bench = benchmark_module("bench")
     cpu = torch.device("cpu")
     for size in bench.SIZES:
         d, m = (bench.build(size, lib, cpu) for lib in ("diffusers", "minidiff"))
@@ -461,7 +452,7 @@ def test_fused_update_is_right_when_the_moments_come_back_in_another_layout(amsg
 
 
 def test_report_keeps_float32_and_bf16_results_apart(tmp_path):
-    report = _benchmark_module("report")
+    report = benchmark_module("report")
     for name, precision in (("cuda-2026-01-02.json", "float32"), ("cuda-bf16-2026-01-03.json", "bfloat16 autocast"),
                             ("cuda-2026-01-01.json", "float32 (older)"), ("cpu-2026-01-04.json", "float32 (cpu)")):
         (tmp_path / name).write_text(json.dumps({"method": {"precision": precision}}))
@@ -473,7 +464,7 @@ def test_report_keeps_float32_and_bf16_results_apart(tmp_path):
 def test_report_reads_both_namings_of_the_two_gpu_layouts():
     """Older runs timed channels-last by default plus "minidiff-nchw"; newer ones NCHW plus
     "minidiff-channels-last" (minidiff.train's GPU layout first). Both give (channels-last, NCHW) images/s."""
-    report, bench = _benchmark_module("report"), _benchmark_module("bench")
+    report, bench = benchmark_module("report"), benchmark_module("bench")
     older = {"minidiff": {"images_per_s": 100.0}, "minidiff-nchw": {"images_per_s": 120.0}}
     newer = {"minidiff": {"images_per_s": 120.0}, "minidiff-channels-last": {"images_per_s": 100.0}}
     assert report.layouts(older) == report.layouts(newer) == (100.0, 120.0)
@@ -483,7 +474,7 @@ def test_report_reads_both_namings_of_the_two_gpu_layouts():
 
 
 def test_bench_builds_minidiff_in_the_layout_train_uses():
-    bench = _benchmark_module("bench")
+    bench = benchmark_module("bench")
     cpu = torch.device("cpu")
     assert bench.is_channels_last(bench.build("fmnist-28px", "minidiff", cpu))          # as train on the CPU
     assert not bench.is_channels_last(bench.build("fmnist-28px", "minidiff", cpu, channels_last=False))
@@ -491,7 +482,7 @@ def test_bench_builds_minidiff_in_the_layout_train_uses():
 
 
 def test_report_names_the_sizes_a_stopped_run_did_not_finish():
-    report = _benchmark_module("report")
+    report = benchmark_module("report")
     run = {"command": "bench.py --device cuda --sizes ddpm-cifar10-32px,fmnist-28px", "partial": True,
            "sizes": {"ddpm-cifar10-32px": {}}}
     assert report.unfinished(run) == ["fmnist-28px"]
@@ -500,7 +491,7 @@ def test_report_names_the_sizes_a_stopped_run_did_not_finish():
 
 
 def test_bench_adds_sizes_only_to_a_run_of_the_same_setup():
-    bench = _benchmark_module("bench")
+    bench = benchmark_module("bench")
 
     def run(gpu: str, sizes: list[str], date: str) -> dict:
         return {"device": "cuda", "machine": {"gpu": gpu}, "method": {"precision": "bfloat16 autocast"},

@@ -10,12 +10,15 @@
 * Straightness is 0 for straight paths and matches a closed form for a curved one; training and sampling a flow
   model end to end; bad arguments are refused with the argument's name.
 """
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 import minidiff as md
+from benchmark_scripts import benchmark_module
 from minidiff import flow
 from minidiff.train import TrainConfig, train
 
@@ -118,6 +121,8 @@ def test_eps_as_flow_interpolates_between_the_schedule_levels():
     assert torch.equal(v_model.index(grid), torch.arange(1000, dtype=torch.float64))
     with pytest.raises(ValueError, match="t must lie in"):
         flow.flow_sample(v_model, (3, 2), steps=10, dtype=torch.float64)           # t = 1: beyond alpha_bar_999
+    # a Python float keeps float64 precision, so the integer-only oracle is called at its level
+    assert bool(torch.isfinite(v_model(torch.zeros(1, 2, **F64), float(grid[500]))).all())
     smooth = flow.EpsAsFlow(lambda x, t, y=None: 0.5 * x, SCHED)                    # takes fractional t
     # the end levels given in float32 are accepted (their rounding is within float32's eps), beyond them not
     ends = torch.tensor([smooth.t_min, smooth.t_max], dtype=torch.float32)
@@ -247,19 +252,12 @@ def test_the_shipped_flow_model_draws_the_class_asked_for():
     assert int((predicted == labels).sum()) >= 17
 
 
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="the Debian package dataset-fashion-mnist is not installed")
 def test_the_flow_benchmark_cells_are_the_samplers_they_name(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    if not Path("/usr/share/datasets/fashion-mnist").is_dir():
-        pytest.skip("the Debian package dataset-fashion-mnist is not installed")
-    root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("_minidiff_flow_bench", root / "benchmarks" / "flow.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark_module("flow")
     out = tmp_path / "flow.json"
     assert bench.main(["--n", "20", "--steps", "2", "--batch-size", "10", "--out", str(out)]) == 0
-    import json
     res = json.loads(out.read_text())
     assert res["command"] == f"python benchmarks/flow.py --n 20 --steps 2 --batch-size 10 --out {out}"
     assert sorted(res["cells"]) == ["eps, DDIM, 2", "flow, DDIM times, 2", "flow, Euler, 2"]

@@ -1,9 +1,9 @@
 """benchmarks/quality.py, the sweeps behind the tables of chapters 6 and 7: cells, resuming, merging."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import benchmark_module
 
 ROOT = Path(__file__).resolve().parent.parent
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -14,10 +14,7 @@ pytestmark = [pytest.mark.usefixtures("one_thread"),
 
 @pytest.fixture(scope="module")
 def quality():
-    spec = importlib.util.spec_from_file_location("_minidiff_quality", ROOT / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("quality")
 
 
 def test_ddim_table_cells_resume_and_merge(quality, tmp_path, capsys):
