@@ -84,6 +84,12 @@ from .flow import FlowNet, flow_matching_loss, flow_sample
 
 __all__ += ["flow", "FlowNet", "flow_matching_loss", "flow_sample"]
 
+# fast solvers in sigma (chapter 11): Euler, Heun, DPM-Solver++(2M) on EDM's schedule
+from . import solvers
+from .solvers import solver_sample
+
+__all__ += ["solvers", "solver_sample"]
+
 __all__ += [
     "TrainConfig", "TrainResult", "train", "EMA", "load_model", "CheckpointError", "pretrained", "load_result",
     "plot", "image_grid", "save_image_grid", "scatter_2d", "save_scatter_2d",

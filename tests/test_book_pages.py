@@ -105,7 +105,8 @@ def test_the_api_page_documents_the_public_names():
                      "minidiff.samplers.ddim_invert", "minidiff.guidance.cfg_combine",
                      "minidiff.oracle.OracleDenoiser", "minidiff.train.TrainConfig", "minidiff.metrics.fd_cls",
                      "minidiff.classifier.Classifier", "minidiff.evaluate.evaluate_model",
-                     "minidiff.data.load_fashion_mnist", "minidiff.exercises.check_q_sample"):
+                     "minidiff.data.load_fashion_mnist", "minidiff.exercises.check_q_sample",
+                     "minidiff.solvers.solver_sample", "minidiff.solvers.sample_dpmpp_2m"):
         assert expected in names, f"book/api.md no longer documents {expected}"
 
 
