@@ -1,6 +1,7 @@
 """The fast solvers of chapter 11 (minidiff.solvers): EDM's sigma schedule, the eps-model as a denoiser, Euler =
 DDIM on DDIM's sigmas, the order of convergence of each solver measured against exact solutions, parity with
 diffusers' Euler, Heun and DPM-Solver++(2M) schedulers, and clear errors."""
+import json
 import math
 
 import pytest
@@ -9,6 +10,7 @@ from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, HeunD
 
 import minidiff as md
 from minidiff import solvers as sv
+from benchmark_scripts import benchmark_module
 from tolerances import F32_EPS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -212,6 +214,36 @@ def test_solver_sample_runs_the_shipped_model_and_guides():
                                                     guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
                                    .clamp(-1, 1)).argmax(1)
     assert int((classes == torch.arange(10)).sum()) >= 8                 # DPM-Solver++ at 10 calls follows the label
+
+
+# ------------------------------------------------------------------------------------------ the NFE benchmark
+def test_benchmark_cells_are_the_solvers_they_name_and_resume(tmp_path):
+    bench = benchmark_module("solvers")
+    out = tmp_path / "solvers.json"
+    args = ["--n", "20", "--nfe", "3", "--batch-size", "10", "--out", str(out)]
+    assert bench.main(args) == 0
+    res = json.loads(out.read_text())
+    assert res["command"] == "python benchmarks/solvers.py " + " ".join(args)
+    assert sorted(res["cells"]) == ["DDIM, 3", "DPM-Solver++(2M), 3", "Euler, 3", "Heun, 3"]
+    assert res["cells"]["Heun, 3"]["steps"] == 2 and res["cells"]["Heun, 3"]["nfe"] == 3
+    assert all(c["nfe"] <= c["nfe_budget"] and c["fd_cls"] > 0 and c["fd_cls_sd"] > 0 for c in res["cells"].values())
+    # Recompute one cell in one batch instead of two: DPM-Solver++(2M) with 3 steps from the benchmark's noise.
+    model, sched, _ = md.load_model(md.pretrained("fashion-mnist-cond.pt"), device="cpu")
+    labels = torch.arange(20) % 10
+    x = md.solver_sample(model, (20, 1, 28, 28), sched, solver="dpmpp_2m", steps=3, y=labels, guidance_scale=3.0,
+                         x_T=torch.randn(20, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    # batching changes the float32 summation order only (~1e-6 relative): the classifier's verdicts stay
+    agreement = md.metrics.class_agreement(x.clamp(-1, 1), labels, md.load_classifier())
+    assert agreement == res["cells"]["DPM-Solver++(2M), 3"]["class_agreement"]
+    assert bench.main(args) == 0 and json.loads(out.read_text())["cells"] == res["cells"]    # resumes: no new work
+
+
+def test_the_shipped_nfe_table_is_complete_and_from_the_shipped_model():
+    res = json.loads(md.pretrained("fashion-mnist-cond.solvers.json").read_text())
+    assert res["checkpoint"]["sha256"] == md.pretrained.SHA256["fashion-mnist-cond.pt"]
+    assert sorted({c["nfe_budget"] for c in res["cells"].values()}) == [5, 10, 20, 50]
+    assert {c["sampler"] for c in res["cells"].values()} == {"DDIM", "Euler", "Heun", "DPM-Solver++(2M)"}
+    assert all(c["nfe"] <= c["nfe_budget"] and c["fd_cls_sd"] > 0 for c in res["cells"].values())
 
 
 # ------------------------------------------------------------------------------------------ errors

@@ -46,8 +46,12 @@ Chapter 10, flow matching
     * :func:`check_flow_conversions`: ``fn(x_t, v, t) -> (x0, eps)``, the data and noise a velocity implies
     * :func:`check_flow_matching_loss`: ``fn(model, x0, t, noise) -> loss``, the conditional flow-matching loss
 
+Chapter 11, fast solvers
+    * :func:`check_karras_sigmas`: ``fn(steps, sigma_min, sigma_max, rho) -> sigmas``, EDM's schedule, then 0
+    * :func:`check_heun_step`: ``fn(denoise, x, sigma, sigma_next) -> x_next``, one step of Heun's method
+
 Each chapter's checkers live in a module of their own, named after the chapter (``ch01_forward_process`` to
-``ch10_flow``), beside the harness they share (``_harness``): a new chapter adds one module, and its
+``ch11_solvers``), beside the harness they share (``_harness``): a new chapter adds one module, and its
 checkers are imported and listed here.
 
 Introduced in chapter 1.
@@ -63,6 +67,7 @@ from .ch07_guidance import check_cfg_combine
 from .ch08_applications import check_consistency_projection, check_repaint_merge
 from .ch09_score_sde import check_reverse_sde_step, check_score_from_eps
 from .ch10_flow import check_flow_conversions, check_flow_matching_loss
+from .ch11_solvers import check_heun_step, check_karras_sigmas
 
 __all__ = [
     "CheckResult",
@@ -76,4 +81,5 @@ __all__ = [
     "check_repaint_merge", "check_consistency_projection",   # chapter 8
     "check_score_from_eps", "check_reverse_sde_step",    # chapter 9
     "check_flow_conversions", "check_flow_matching_loss",   # chapter 10
+    "check_karras_sigmas", "check_heun_step",            # chapter 11
 ]
