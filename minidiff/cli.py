@@ -24,6 +24,7 @@ import torch
 from . import __version__, fast
 from .oracle import OracleDenoiser
 from .samplers import ddim_sample, ddpm_sample
+from .solvers import nfe, solver_sample
 from .schedules import SCHEDULE_NAMES, NoiseSchedule
 
 # What a command may raise for bad input (arguments, files): reported in one line, exit status 2.
@@ -112,6 +113,8 @@ def parse_label(value: str, names: list[str] | None, num_classes: int) -> int:
     raise ValueError(f"--label must be {allowed}; got {value!r}")
 
 
+ODE_SOLVERS = {"euler": "Euler", "heun": "Heun", "dpmpp_2m": "DPM++(2M)"}    # chapter 11, on EDM's sigmas
+
 def device_arg(value: str) -> str:
     """argparse ``type`` of ``--device``: a torch device string whose kind of device this machine has."""
     try:
@@ -125,11 +128,19 @@ def device_arg(value: str) -> str:
 
 
 def check_ddim_options(args: argparse.Namespace) -> None:
-    """``--steps`` and ``--eta`` are DDIM's; DDPM takes all T steps."""
+    """``--steps`` and ``--eta`` are DDIM's (``--steps`` also the ODE solvers'); DDPM takes all T steps, and
+    the ODE solvers add no noise and do not clip their x_0 estimate."""
     given = [f"--{name}" for name in ("steps", "eta") if getattr(args, name) is not None]
     if args.sampler == "ddpm" and given:
         verb = "applies" if len(given) == 1 else "apply"
         raise ValueError(f"{' and '.join(given)} {verb} to --sampler ddim only (DDPM takes all T steps)")
+    if args.sampler in ODE_SOLVERS:
+        if args.eta is not None:
+            raise ValueError(f"--eta applies to --sampler ddim only (--sampler {args.sampler} solves the "
+                             "probability-flow ODE: it adds no noise)")
+        if getattr(args, "clip_x0", None) is not None:
+            raise ValueError(f"--clip-x0 applies to --sampler ddim and ddpm only (--sampler {args.sampler} "
+                             "steps with the unclipped x_0 estimate)")
 
 
 @contextlib.contextmanager
@@ -284,11 +295,15 @@ def _add_sample_parser(sub, prog: str) -> None:
                     "for image\nmodels (one column per class for conditional ones), a scatter plot for 2D models.",
         epilog=_examples(prog, "sample --ckpt toy-2d --out toy.png",
                          "sample --ckpt fashion-mnist-cond --guidance 3 --label Bag --n 16 --out bags.png",
+                         "sample --ckpt fashion-mnist-cond --sampler dpmpp_2m --steps 10 --guidance 3 --out fast.png",
                          "sample --ckpt runs/fmnist/ckpt.pt --sampler ddpm --out ddpm.png"))
     p.add_argument("--ckpt", required=True, metavar="PATH",
                    help="checkpoint written by `train`, or a shipped model: fashion-mnist-cond, toy-2d")
-    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler (default: ddim)")
-    p.add_argument("--steps", type=int, help="DDIM steps (default: 50, at most T; DDPM always takes all T steps)")
+    p.add_argument("--sampler", choices=("ddim", "ddpm", *ODE_SOLVERS), default="ddim",
+                   help="sampler: ddim, ddpm, or one of chapter 11's ODE solvers on EDM's sigma schedule "
+                        "(euler, heun, dpmpp_2m = DPM-Solver++(2M)) (default: ddim)")
+    p.add_argument("--steps", type=int, help="DDIM steps (default: 50, at most T) or ODE solver steps (default: "
+                                             "10; heun calls the model 2 S - 1 times); DDPM takes all T steps")
     p.add_argument("--eta", type=float, help="DDIM noise level: 0 deterministic, 1 DDPM-like (default: 0)")
     p.add_argument("--guidance", type=float, default=1.0, metavar="S",
                    help="classifier-free guidance scale s: 1 plain conditional, 0 unconditional (default: 1)")
@@ -357,10 +372,17 @@ def sample_command(args: argparse.Namespace) -> int:
     y = _sample_labels(args, model, config, n)
     gen = torch.Generator().manual_seed(args.seed)
     common = dict(y=y, guidance_scale=args.guidance, clip_x0=args.clip_x0, generator=gen)
-    steps = sched.T if args.sampler == "ddpm" else min(50, sched.T) if args.steps is None else args.steps
+    if args.sampler in ODE_SOLVERS:
+        steps = 10 if args.steps is None else args.steps
+    else:
+        steps = sched.T if args.sampler == "ddpm" else min(50, sched.T) if args.steps is None else args.steps
     start = time.perf_counter()
     with progress_bar(steps, "sample", args.quiet) as callback:
-        if args.sampler == "ddim":
+        if args.sampler in ODE_SOLVERS:
+            x = solver_sample(model, (n, *shape), sched, solver=args.sampler, steps=steps, y=y,
+                              guidance_scale=args.guidance, generator=gen, callback=callback)
+            how = f"{ODE_SOLVERS[args.sampler]}-{steps}, {nfe(args.sampler, steps)} calls"
+        elif args.sampler == "ddim":
             x = ddim_sample(model, (n, *shape), sched, steps=steps, eta=args.eta or 0.0, callback=callback, **common)
             how = f"DDIM-{steps}, eta={args.eta or 0.0}"
         else:

@@ -98,6 +98,9 @@ def test_the_same_seed_draws_the_same_samples(tmp_path):
     (["sample", "--ckpt", "fashion-mnist-cond", "--label", "zebra"], "a class name (T-shirt/top, Trouser"),
     (["sample", "--ckpt", "toy-2d", "--sampler", "ddpm", "--eta", "1"], "--eta applies to --sampler ddim only"),
     (["evaluate", "--ckpt", "toy-2d", "--sampler", "ddpm", "--eta", "1"], "--eta applies to --sampler ddim only"),
+    (["sample", "--ckpt", "toy-2d", "--sampler", "heun", "--eta", "0"], "--eta applies to --sampler ddim only"),
+    (["sample", "--ckpt", "toy-2d", "--sampler", "euler", "--clip-x0", "1"], "--clip-x0 applies to --sampler ddim"),
+    (["sample", "--ckpt", "toy-2d", "--sampler", "dpmpp_2m", "--steps", "0"], "steps must be"),
     (["sample", "--ckpt", "toy-2d", "--steps", "5000"], "5000"),     # found as sampling starts: no bar yet
 ])
 def test_bad_arguments_give_a_one_line_error(tmp_path, capsys, monkeypatch, argv, message):
@@ -110,7 +113,7 @@ def test_bad_arguments_give_a_one_line_error(tmp_path, capsys, monkeypatch, argv
 
 @pytest.mark.parametrize("argv, message", [
     (["sample"], "the following arguments are required: --ckpt"),
-    (["sample", "--ckpt", "toy-2d", "--sampler", "euler"], "invalid choice: 'euler'"),
+    (["sample", "--ckpt", "toy-2d", "--sampler", "plms"], "invalid choice: 'plms'"),
     (["sample", "--ckpt", "toy-2d", "--n", "many"], "argument --n: invalid int value: 'many'"),
     (["sample", "--ckpt", "toy-2d", "--device", "gpu7"], "'gpu7' is not a device"),
     (["train-classifier", "--device", "gpu7"], "'gpu7' is not a device"),
@@ -195,6 +198,26 @@ def test_export_command_writes_a_smaller_file_that_loads(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------ progress bars
+@pytest.mark.parametrize("solver", ["euler", "heun", "dpmpp_2m"])
+def test_sample_runs_the_ode_solvers_of_chapter_11(tmp_path, capsys, solver):
+    """`sample --sampler` runs minidiff.solver_sample: the same image as the Python call with the same seed."""
+    import minidiff as md
+    from minidiff.cli import ODE_SOLVERS
+    from minidiff.plot import save_scatter_2d
+
+    out = tmp_path / f"{solver}.png"
+    assert main(["sample", "--ckpt", "toy-2d", "--sampler", solver, "--steps", "6", "--n", "300",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    calls = md.solvers.nfe(solver, 6)
+    assert f"-6, {calls} calls" in captured.out and "6/6" in captured.err
+    model, sched, _ = md.load_model(md.pretrained("toy-2d.pt"), device="cpu")
+    x = md.solver_sample(model, (300, 2), sched, solver=solver, steps=6, generator=torch.Generator().manual_seed(0))
+    ref = tmp_path / "ref.png"
+    save_scatter_2d(x, str(ref), title=f"300 samples, {ODE_SOLVERS[solver]}-6, {calls} calls")
+    assert np.array_equal(read_png(out), read_png(ref))
+
+
 def test_sample_shows_a_progress_bar_unless_quiet_and_draws_the_same_samples(tmp_path, capsys):
     args = ["sample", "--ckpt", "toy-2d", "--n", "50", "--steps", "4", "--device", "cpu"]
     assert main([*args, "--out", str(tmp_path / "bar.png")]) == 0
