@@ -94,3 +94,9 @@ __all__ += [
     "TrainConfig", "TrainResult", "train", "EMA", "load_model", "CheckpointError", "pretrained", "load_result",
     "plot", "image_grid", "save_image_grid", "scatter_2d", "save_scatter_2d",
 ]
+
+# what the network predicts and how the loss weights the timesteps (chapter 10): eps, x_0, v; min-SNR-gamma
+from . import targets
+from .targets import target_loss
+
+__all__ += ["targets", "target_loss"]

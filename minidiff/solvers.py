@@ -17,7 +17,7 @@ with one shared signature in the style of k-diffusion: ``solver(denoiser, x, sig
 * :func:`sample_dpmpp_2m` — DPM-Solver++(2M) (Lu et al. 2022): exact on the linear part of the ODE in
   lambda = -log sigma, second order by reusing the previous step's x0_hat, one call per step.
 
-:func:`karras_sigmas` is EDM's step schedule (rho = 7); :class:`EpsDenoiser` turns an eps-model on a VP schedule
+:func:`karras_sigmas` is EDM's step schedule (rho = 7), :func:`ddim_sigmas` DDIM's levels; :class:`EpsDenoiser` turns an eps-model on a VP schedule
 into D (its time input interpolated in log sigma, as diffusers and k-diffusion do); :func:`solver_sample` puts
 the pieces together the way the other samplers of the package are called.
 """
@@ -31,6 +31,7 @@ from torch import nn
 
 from ._validate import check_choice, check_int, check_real, check_sampling, check_schedule, check_tensor
 from .guidance import guided_eps, num_classes_of
+from .samplers import ddim_timesteps
 from .schedules import NoiseSchedule
 
 ROUNDING = 4 * torch.finfo(torch.float32).eps / 2     # 2 float32 roundings, relative: a float32 copy of a level
@@ -65,6 +66,16 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
     inv_max, inv_min = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     sigmas = (inv_max + ramp * (inv_min - inv_max)) ** rho
     return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def ddim_sigmas(sched: NoiseSchedule, steps: int) -> torch.Tensor:
+    """The levels sigma_t of DDIM's ``steps`` trailing timesteps (chapter 6), then 0: (S + 1,) float64.
+
+    Euler's method on them is DDIM (eta = 0). Introduced in chapter 11.
+    """
+    check_schedule(sched)
+    timesteps = ddim_timesteps(sched.T, steps, "trailing")                  # checks steps
+    return torch.cat([schedule_sigmas(sched)[timesteps], torch.zeros(1, dtype=torch.float64)])
 
 
 def sigma_to_t(sigma, sched: NoiseSchedule) -> float:
