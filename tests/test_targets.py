@@ -1,6 +1,7 @@
 """eps, x_0 and v targets and min-SNR-gamma weights (minidiff.targets): every (target, weighting) is the eps loss
 with the weight eps_weight, exactly; min-SNR-gamma is eps's L_simple where SNR <= gamma; a network of any target
 samples as an eps-model."""
+import json
 import math
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 import minidiff as md
 from minidiff import solvers, targets
+from benchmark_scripts import benchmark_module
 
 T = 1000
 
@@ -101,3 +103,23 @@ def test_bad_arguments_name_themselves(sched, kwargs, match):
         targets.target_loss(model, torch.zeros(4, 2), sched, **kwargs)
     with pytest.raises(ValueError, match="target must be"):
         targets.PredictionAsEps(model, sched, "score")
+
+
+def test_the_parameterisation_benchmark_trains_every_configuration_and_resumes(tmp_path):
+    bench = benchmark_module("parameterisations")
+    out = tmp_path / "p.json"
+    args = ["--steps", "2", "--seeds", "0", "--out", str(out)]
+    assert bench.main(args) == 0
+    res = json.loads(out.read_text())
+    assert sorted(res["runs"]) == sorted(f"{t}, {w}" for t in targets.TARGETS for w in targets.WEIGHTINGS)
+    assert all(set(r) == {"0"} for r in res["runs"].values()) and res["summary"]["x0, min_snr"]["seeds"] == 1
+    values = res["runs"]["eps, uniform"]["0"]
+    assert 0 <= values["precision"] <= 1 and values["eps_error, t < 100"] > 0
+    # the same seed trains the same network: its eps error is recomputed (up to the float32 summation order of
+    # another thread count)
+    model = bench.train("eps", "uniform", 0, 2, md.toy_2d("8gaussians", 4000, generator=torch.Generator().manual_seed(3)),
+                        md.NoiseSchedule.linear(T=1000))
+    again = bench.measure(model, md.toy_2d("8gaussians", 4000, generator=torch.Generator().manual_seed(3)),
+                          md.NoiseSchedule.linear(T=1000))
+    assert math.isclose(again["eps_error, t < 100"], values["eps_error, t < 100"], rel_tol=1e-4)
+    assert bench.main(args) == 0 and json.loads(out.read_text())["runs"] == res["runs"]        # resumes: no new work
