@@ -9,7 +9,8 @@ fixed starting noise with
 * ``DDIM``: DDIM (eta = 0), trailing timesteps, NFE steps (chapter 6);
 * ``Euler``: Euler's method in sigma on EDM's schedule (rho = 7), NFE steps;
 * ``Heun``: Heun's method on the same schedule, (NFE + 1) // 2 steps, so 2 S - 1 <= NFE calls;
-* ``DPM-Solver++(2M)``: on the same schedule, NFE steps,
+* ``DPM-Solver++(2M)``: on the same schedule, NFE steps;
+* ``DPM-Solver++(2M), DDIM's levels``: at the levels of DDIM's NFE trailing timesteps instead,
 
 and scores them with the shipped classifier: FD_cls against the first ``n`` test images with its bootstrap
 standard deviation (``minidiff.metrics.fd_bootstrap``, 50 rounds), and the class agreement with its binomial
@@ -38,7 +39,11 @@ from minidiff.runtime import cpu_model, machine_description
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "checkpoints" / "fashion-mnist-cond.pt"
-SAMPLERS = ("DDIM", "Euler", "Heun", "DPM-Solver++(2M)")
+SAMPLERS = ("DDIM", "Euler", "Heun", "DPM-Solver++(2M)", "DPM-Solver++(2M), DDIM's levels")
+
+
+SOLVER_OF = {"Euler": "euler", "Heun": "heun", "DPM-Solver++(2M)": "dpmpp_2m",
+             "DPM-Solver++(2M), DDIM's levels": "dpmpp_2m"}
 
 
 def steps_for(name: str, nfe: int) -> int:
@@ -82,8 +87,10 @@ def main(argv=None) -> int:
         kw = dict(y=yb, guidance_scale=args.guidance, x_T=xb)
         if name == "DDIM":
             return md.ddim_sample(model, xb.shape, sched, steps=steps, eta=0.0, **kw)
-        solver = {"Euler": "euler", "Heun": "heun", "DPM-Solver++(2M)": "dpmpp_2m"}[name]
-        return solvers.solver_sample(model, xb.shape, sched, solver=solver, steps=steps, **kw)
+        if name == "DPM-Solver++(2M), DDIM's levels":
+            return solvers.solver_sample(model, xb.shape, sched, solver="dpmpp_2m",
+                                         sigmas=solvers.ddim_sigmas(sched, steps), **kw)
+        return solvers.solver_sample(model, xb.shape, sched, solver=SOLVER_OF[name], steps=steps, **kw)
 
     for nfe in nfes:
         for name in SAMPLERS:
@@ -99,8 +106,7 @@ def main(argv=None) -> int:
             fd = fd_bootstrap(classifier_features(classifier, x.clamp(-1, 1)), real,
                               generator=torch.Generator().manual_seed(args.seed + 1))
             agree = md.metrics.class_agreement(x.clamp(-1, 1), labels, classifier)
-            calls = steps if name == "DDIM" else solvers.nfe({"Euler": "euler", "Heun": "heun",
-                                                              "DPM-Solver++(2M)": "dpmpp_2m"}[name], steps)
+            calls = steps if name == "DDIM" else solvers.nfe(SOLVER_OF[name], steps)
             res["cells"][key] = {"sampler": name, "nfe_budget": nfe, "steps": steps, "nfe": calls,
                                  "fd_cls": fd["fd"], "fd_cls_sd": fd["sd"], "class_agreement": agree,
                                  "class_agreement_se": (agree * (1 - agree) / args.n) ** 0.5,

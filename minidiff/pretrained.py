@@ -38,6 +38,7 @@ SHA256 = {
     "gan-seed2.json": "dc3ac9ee79e7d38d1a637c7b397c1aff8e684b1f7db9b20dbf6aab597606dab1",
     "fashion-mnist-cond.likelihood.json": "6314fd17a2a0bb12e3e2d3a63e66307518565d544e203e25b8fa901aba7b53b1",
     "fashion-mnist-flow.pt": "b06420389b6c85d369d1ed7be1cdb704f453be0a72e1701f9105f79d5c0a028b",
+    "fashion-mnist-cond.solvers.json": "69ac5019b5c9a2b6a81719afdfae69492d3fa291d18951a7f289112285be88f6",
     "fashion-mnist-flow.eval.json": "6ffbc4b7a98c37182f9d5ceee8d1947e7bdcadcbaa011ac6db17d46083f742e3",
     "classifier.safetensors": "1cc51468979139f8e1493b6288e3d33e07b14771a3ebf5a544de26a38345c931",
 }

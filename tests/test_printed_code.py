@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("sphinx")
 from sphinx.config import Config  # noqa: E402
-from sphinx.directives.code import LiteralIncludeReader  # noqa: E402
+from sphinx.directives.code import LiteralInclude, LiteralIncludeReader  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 INCLUDE = re.compile(r"```\{literalinclude\} (\S+)\n((?::[\w-]+:.*\n)*)```")
@@ -35,7 +35,8 @@ def listings() -> list[tuple[str, Path, dict]]:
                 options = {}
                 for line in m.group(2).splitlines():
                     key, _, value = line[1:].partition(":")
-                    options[key] = value.strip() or None
+                    convert = LiteralInclude.option_spec.get(key, lambda v: v)       # as Sphinx reads the option
+                    options[key] = convert(value.strip() or None)
                 found.append((f"{page.stem}:{options.get('pyobject', path.name)}", path, options))
     return found
 

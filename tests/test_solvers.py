@@ -71,7 +71,8 @@ def test_euler_on_ddims_sigmas_is_ddim(sched, steps):
     oracle = md.OracleDenoiser(pts, sched)
     x_T = torch.randn(100, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     ts = torch.tensor(md.ddim_timesteps(T, steps, "trailing"))
-    sigmas = torch.cat([sv.schedule_sigmas(sched)[ts], torch.zeros(1, dtype=torch.float64)])
+    sigmas = sv.ddim_sigmas(sched, steps)
+    assert torch.equal(sigmas[:-1], sv.schedule_sigmas(sched)[ts]) and sigmas[-1] == 0 and len(sigmas) == steps + 1
     ddim = md.ddim_sample(oracle, x_T.shape, sched, steps=steps, eta=0.0, x_T=x_T)
     euler = md.solver_sample(oracle, x_T.shape, sched, solver="euler", sigmas=sigmas, x_T=x_T)
     assert float((ddim - euler).abs().max()) < 1e-10 * max(1.0, float(ddim.abs().max()))
@@ -224,7 +225,8 @@ def test_benchmark_cells_are_the_solvers_they_name_and_resume(tmp_path):
     assert bench.main(args) == 0
     res = json.loads(out.read_text())
     assert res["command"] == "python benchmarks/solvers.py " + " ".join(args)
-    assert sorted(res["cells"]) == ["DDIM, 3", "DPM-Solver++(2M), 3", "Euler, 3", "Heun, 3"]
+    assert sorted(res["cells"]) == ["DDIM, 3", "DPM-Solver++(2M), 3", "DPM-Solver++(2M), DDIM's levels, 3", "Euler, 3",
+                                    "Heun, 3"]
     assert res["cells"]["Heun, 3"]["steps"] == 2 and res["cells"]["Heun, 3"]["nfe"] == 3
     assert all(c["nfe"] <= c["nfe_budget"] and c["fd_cls"] > 0 and c["fd_cls_sd"] > 0 for c in res["cells"].values())
     # Recompute one cell in one batch instead of two: DPM-Solver++(2M) with 3 steps from the benchmark's noise.
@@ -236,6 +238,18 @@ def test_benchmark_cells_are_the_solvers_they_name_and_resume(tmp_path):
     agreement = md.metrics.class_agreement(x.clamp(-1, 1), labels, md.load_classifier())
     assert agreement == res["cells"]["DPM-Solver++(2M), 3"]["class_agreement"]
     assert bench.main(args) == 0 and json.loads(out.read_text())["cells"] == res["cells"]    # resumes: no new work
+
+
+def test_the_shipped_nfe_table_is_complete_and_names_its_model():
+    """The table chapter 11 quotes: every sampler at NFE 5, 10, 20, 50 on the shipped model, within its budget."""
+    res = json.loads(md.pretrained("fashion-mnist-cond.solvers.json").read_text())
+    assert res["checkpoint"]["sha256"] == md.pretrained.SHA256["fashion-mnist-cond.pt"]
+    bench = benchmark_module("solvers")
+    assert sorted(res["cells"]) == sorted(f"{name}, {n}" for name in bench.SAMPLERS for n in (5, 10, 20, 50))
+    for key, c in res["cells"].items():
+        assert c["steps"] == bench.steps_for(c["sampler"], c["nfe_budget"]) and c["nfe"] <= c["nfe_budget"], key
+        assert c["fd_cls"] > res["floor"] and c["fd_cls_sd"] > 0 and 0 <= c["class_agreement"] <= 1, key
+    assert res["n"] == 500 and res["guidance"] == 3.0
 
 
 # ------------------------------------------------------------------------------------------ errors
