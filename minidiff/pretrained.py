@@ -43,7 +43,7 @@ SHA256 = {
     "classifier.safetensors": "1cc51468979139f8e1493b6288e3d33e07b14771a3ebf5a544de26a38345c931",
 }
 #: The result tables the chapters plot (``benchmarks/results/``); the wheel carries these.
-SHIPPED_RESULTS = ("ddim-table.json", "cfg-sweep.json")
+SHIPPED_RESULTS = ("ddim-table.json", "cfg-sweep.json", "parameterisations.json")
 
 
 def _folders(kind: str) -> list[Path]:
