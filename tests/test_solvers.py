@@ -278,3 +278,37 @@ def test_sigma_outside_the_levels_is_an_error(sched):
     with pytest.raises(TypeError, match="quantize must be a bool"):
         sv.EpsDenoiser(lambda x, t, y=None: x, sched, quantize=1)
     assert sv.nfe("heun", 1) == 1 and sv.nfe("dpmpp_2m", 7) == 7
+
+
+# ------------------------------------------------------------------------------------------ chapter 11's identities
+def test_heun_is_euler_plus_its_correction_weight_times_the_change_of_d(sched):
+    """eq-heun-correction: x_next = x_euler + (e^h - 1) / 2 (D(x_euler; sigma') - D(x; sigma)), h = log(sigma/sigma')."""
+    pts = md.toy_2d("moons", 80, generator=torch.Generator().manual_seed(7)).double()
+    D = point_set_denoiser(pts)
+    x = 3.0 * torch.randn(100, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    for sigma, sigma_next in ((10.0, 4.0), (5.911, 0.491), (0.8, 0.7)):
+        x_euler = x + (sigma_next - sigma) * (x - D(x, sigma)) / sigma
+        heun = sv.sample_heun(D, x, torch.tensor([sigma, sigma_next], dtype=torch.float64))
+        h = math.log(sigma / sigma_next)
+        expected = x_euler + math.expm1(h) / 2 * (D(x_euler, sigma_next) - D(x, sigma))
+        assert torch.allclose(heun, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_the_point_set_denoiser_is_the_oracle_in_sigma(sched):
+    """eq-point-set-denoiser (the softmax-weighted mean at noise sigma) is chapter 3's oracle read through
+    EpsDenoiser at the schedule's levels."""
+    pts = md.toy_2d("8gaussians", 64, generator=torch.Generator().manual_seed(4)).double()
+    oracle = sv.EpsDenoiser(md.OracleDenoiser(pts, sched), sched)
+    x = 2.0 * torch.randn(50, 2, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    for t in (0, 100, 500, 999):
+        sigma = float(sv.schedule_sigmas(sched)[t])
+        assert torch.allclose(point_set_denoiser(pts)(x * max(1.0, sigma), sigma), oracle(x * max(1.0, sigma), sigma),
+                              rtol=1e-9, atol=1e-9)
+
+
+def test_dpm_solver_first_order_step_is_eulers(sched):
+    """Exercise 3 of chapter 11: with D_hat = D(x; sigma), eq-dpm-exact is Euler's step, for any denoiser."""
+    D = lambda x, sigma: torch.tanh(x) * sigma / (1 + sigma)                             # noqa: E731
+    x = torch.randn(30, 2, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    sigmas = torch.tensor([20.0, 3.0, 0.0], dtype=torch.float64)            # 2 steps: no extrapolation is used
+    assert torch.allclose(sv.sample_dpmpp_2m(D, x, sigmas), sv.sample_euler(D, x, sigmas), rtol=1e-12, atol=1e-12)
