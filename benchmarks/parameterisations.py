@@ -109,12 +109,13 @@ def main(argv=None) -> int:
         "command": "python " + " ".join(["benchmarks/parameterisations.py", *(sys.argv[1:] if argv is None else argv)]),
         "steps": args.steps, "gamma": GAMMA, "data": "8gaussians, 4000 points (seed 3)",
         "network": "MLPDenoiser(dim=2, hidden=128, num_layers=3), Adam 2e-3, cosine decay, batch 256",
-        "machine": machine_description(torch.device("cpu")), "cpu_model": cpu_model(), "threads": 1,
+        "cpu_model": cpu_model(), "threads": 1,
         "torch": torch.__version__, "python": platform.python_version(), "date": datetime.date.today().isoformat(),
     })
     runs = res.setdefault("runs", {})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)                  # matrices this small gain nothing from more threads
+    res["machine"] = machine_description(torch.device("cpu"))            # with the one thread it runs on
     try:
         run_all(runs, res, seeds, args, data, sched)
     finally:
