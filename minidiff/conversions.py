@@ -13,8 +13,8 @@ Salimans & Ho 2022's target)::
 
 Each public function checks its arguments first (:func:`_check`): two finite floating-point tensors of one shape,
 and alpha_bar in [0, 1] (in [0, 1) for :func:`eps_from_x0`, which divides by sqrt(1 - alpha_bar)). The check
-waits for the device once per call; the samplers call the unchecked formulas (``_x0_from_eps``,
-``_eps_from_x0``) at every step.
+waits for the device once per call; the samplers and losses call the unchecked formulas (``_x0_from_eps``,
+``_eps_from_x0``, ``_v_from_eps``, ``_eps_from_v``) at every step.
 """
 from __future__ import annotations
 
@@ -80,6 +80,10 @@ def v_from_eps(x0: torch.Tensor, eps: torch.Tensor, alpha_bar: Scalar) -> torch.
         alpha_bar: alpha_bar_t, a float or a tensor that broadcasts against ``x0``, e.g. (B, 1, 1, 1).
     """
     _check(x0, "x0", eps, "eps", alpha_bar)
+    return _v_from_eps(x0, eps, alpha_bar)
+
+
+def _v_from_eps(x0: torch.Tensor, eps: torch.Tensor, alpha_bar: Scalar) -> torch.Tensor:
     return alpha_bar**0.5 * eps - (1.0 - alpha_bar) ** 0.5 * x0
 
 
@@ -104,6 +108,10 @@ def eps_from_v(x_t: torch.Tensor, v: torch.Tensor, alpha_bar: Scalar) -> torch.T
         alpha_bar: alpha_bar_t, a float or a tensor that broadcasts against ``x_t``, e.g. (B, 1, 1, 1).
     """
     _check(x_t, "x_t", v, "v", alpha_bar)
+    return _eps_from_v(x_t, v, alpha_bar)
+
+
+def _eps_from_v(x_t: torch.Tensor, v: torch.Tensor, alpha_bar: Scalar) -> torch.Tensor:
     return (1.0 - alpha_bar) ** 0.5 * x_t + alpha_bar**0.5 * v
 
 

@@ -38,6 +38,14 @@ def eps_loss(model, x0: torch.Tensor, sched: NoiseSchedule, y: torch.Tensor | No
     Introduced in chapter 3.
     """
     model, t, y, p_uncond = _check_eps_loss(model, x0, sched, y, p_uncond, t, noise, reduction)
+    t, noise, y = _draw_training_inputs(model, x0, sched, y, p_uncond, generator, t, noise)
+    return simple_loss(model, x0, sched, t, noise, y, reduction=reduction)
+
+
+def _draw_training_inputs(model, x0: torch.Tensor, sched: NoiseSchedule, y, p_uncond: float,
+                         generator: torch.Generator | None, t=None, noise=None) -> tuple:
+    """(t, eps, y) for one batch of a training loss: t ~ Uniform{0, ..., T-1} and eps ~ N(0, I) where not given,
+    then each label dropped with probability ``p_uncond``, drawn from ``generator`` in that order."""
     if t is None:                                                            # t ~ Uniform{0, ..., T-1}
         t = randint(sched.T, x0.shape[0], generator=generator, device=x0.device)
     if noise is None:                                                        # eps ~ N(0, I)
@@ -45,7 +53,7 @@ def eps_loss(model, x0: torch.Tensor, sched: NoiseSchedule, y: torch.Tensor | No
     if p_uncond > 0:                                   # drop each label with probability p_uncond (CFG training)
         drop = rand(x0.shape[0], generator=generator, device=x0.device) < p_uncond       # (B,)
         y = torch.where(drop, torch.full_like(y, model.num_classes), y)
-    return simple_loss(model, x0, sched, t, noise, y, reduction=reduction)
+    return t, noise, y
 
 
 def simple_loss(model, x0: torch.Tensor, sched: NoiseSchedule, t: torch.Tensor, noise: torch.Tensor,

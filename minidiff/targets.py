@@ -19,9 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._validate import check_choice, check_real, check_schedule, noise_like, rand, randint
+from ._validate import check_choice, check_real, check_schedule
+from .conversions import _eps_from_v, _eps_from_x0, _v_from_eps
 from .forward import add_noise
-from .losses import _check_eps_loss
+from .losses import _check_eps_loss, _draw_training_inputs
 from .schedules import NoiseSchedule, gather
 
 TARGETS = ("eps", "x0", "v")
@@ -35,9 +36,7 @@ def target_of(x0: torch.Tensor, noise: torch.Tensor, alpha_bar, target: str) -> 
     """
     if target == "eps":
         return noise
-    if target == "x0":
-        return x0
-    return alpha_bar**0.5 * noise - (1 - alpha_bar) ** 0.5 * x0
+    return x0 if target == "x0" else _v_from_eps(x0, noise, alpha_bar)
 
 
 def eps_from_prediction(x_t: torch.Tensor, pred: torch.Tensor, alpha_bar, target: str) -> torch.Tensor:
@@ -47,9 +46,7 @@ def eps_from_prediction(x_t: torch.Tensor, pred: torch.Tensor, alpha_bar, target
     """
     if target == "eps":
         return pred
-    if target == "x0":                                   # eps = (x_t - sqrt(a) x0) / sqrt(1 - a)
-        return (x_t - alpha_bar**0.5 * pred) / (1 - alpha_bar) ** 0.5
-    return (1 - alpha_bar) ** 0.5 * x_t + alpha_bar**0.5 * pred          # from v
+    return _eps_from_x0(x_t, pred, alpha_bar) if target == "x0" else _eps_from_v(x_t, pred, alpha_bar)
 
 
 def loss_weight(snr: torch.Tensor, target: str, weighting: str, gamma: float = 5.0) -> torch.Tensor:
@@ -57,9 +54,10 @@ def loss_weight(snr: torch.Tensor, target: str, weighting: str, gamma: float = 5
     2023, eq. 11 and its v form): min(SNR, gamma) / SNR for eps, min(SNR, gamma) for x_0, min(SNR, gamma) /
     (SNR + 1) for v. Introduced in chapter 10.
     """
-    check_choice(target, "target", TARGETS)
-    check_choice(weighting, "weighting", WEIGHTINGS)
-    gamma = check_real(gamma, "gamma", low=0.0, low_open=True)
+    return _loss_weight(snr, *_check_weighting(target, weighting, gamma))
+
+
+def _loss_weight(snr: torch.Tensor, target: str, weighting: str, gamma: float) -> torch.Tensor:
     if weighting == "uniform":
         return torch.ones_like(snr)
     capped = snr.clamp(max=gamma)
@@ -71,8 +69,9 @@ def eps_weight(snr: torch.Tensor, target: str, weighting: str, gamma: float = 5.
 
     Introduced in chapter 10.
     """
-    unit = {"eps": torch.ones_like(snr), "x0": 1 / snr, "v": (snr + 1) / snr}[check_choice(target, "target", TARGETS)]
-    return loss_weight(snr, target, weighting, gamma) * unit
+    target, weighting, gamma = _check_weighting(target, weighting, gamma)
+    unit = {"eps": torch.ones_like(snr), "x0": 1 / snr, "v": (snr + 1) / snr}[target]
+    return _loss_weight(snr, target, weighting, gamma) * unit
 
 
 def target_loss(model, x0: torch.Tensor, sched: NoiseSchedule, y: torch.Tensor | None = None,
@@ -90,17 +89,9 @@ def target_loss(model, x0: torch.Tensor, sched: NoiseSchedule, y: torch.Tensor |
 
     Introduced in chapter 10.
     """
-    check_choice(target, "target", TARGETS)
-    check_choice(weighting, "weighting", WEIGHTINGS)
-    gamma = check_real(gamma, "gamma", low=0.0, low_open=True)
+    target, weighting, gamma = _check_weighting(target, weighting, gamma)
     model, t, y, p_uncond = _check_eps_loss(model, x0, sched, y, p_uncond, t, noise, reduction)
-    if t is None:
-        t = randint(sched.T, x0.shape[0], generator=generator, device=x0.device)
-    if noise is None:
-        noise = noise_like(x0, generator)
-    if p_uncond > 0:
-        drop = rand(x0.shape[0], generator=generator, device=x0.device) < p_uncond       # (B,)
-        y = torch.where(drop, torch.full_like(y, model.num_classes), y)
+    t, noise, y = _draw_training_inputs(model, x0, sched, y, p_uncond, generator, t, noise)
     return _target_loss(model, x0, sched, t, noise, y, target, weighting, gamma, reduction)
 
 
@@ -110,7 +101,7 @@ def _target_loss(model, x0, sched, t, noise, y, target, weighting, gamma, reduct
     err = model(x_t, t, y) - target_of(x0, noise, a, target)                     # (B, ...)
     if err.dtype != torch.float64:
         err = err.float()
-    w = loss_weight(sched.snr.to(x0.device)[t], target, weighting, gamma).to(err.dtype)      # (B,)
+    w = _loss_weight(sched.snr.to(x0.device)[t], target, weighting, gamma).to(err.dtype)     # (B,)
     per_sample = w * err.pow(2).reshape(x0.shape[0], -1).mean(dim=1)                        # (B,)
     return per_sample.mean() if reduction == "mean" else per_sample
 
@@ -149,3 +140,8 @@ def alpha_bar_at(sched: NoiseSchedule, t: torch.Tensor, like: torch.Tensor) -> t
     w = t - lo
     s2 = (2 * ((1 - w) * log_sigma[lo] + w * log_sigma[lo + 1])).exp()                  # sigma^2, (B,)
     return (1 / (1 + s2)).to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+def _check_weighting(target, weighting, gamma) -> tuple[str, str, float]:
+    return (check_choice(target, "target", TARGETS), check_choice(weighting, "weighting", WEIGHTINGS),
+            check_real(gamma, "gamma", low=0.0, low_open=True))
