@@ -10,6 +10,8 @@ serves it on localhost and drives headless Chromium through every page in ``_toc
 * every formula rendered by MathJax, and no raw ``$$`` / ``\\[`` left in the text;
 * every image loaded;
 * on chapters with animations, the player (slider and buttons) is there and steps frames with no kernel;
+* on chapters with an in-page demo (``{minidiff-demo}``), the demo replaces its picture, finishes a run, draws it,
+  and runs again with other settings; with JavaScript off, its picture shows instead;
 * Colab links only to notebooks: each chapter has one, no page points Colab at a Markdown source;
 * at 1280 px nothing is cut at the right edge (code, outputs, formulas, tables), no nbval marker shows, every
   chapter figure has a caption and every image shows at 70% of its size or more (its labels stay readable);
@@ -211,6 +213,7 @@ def test_page_in_browser(page, server, browser, shots):
     source = source_of(page).read_text()
     expects_math = "$" in source or "{math}" in source
     expects_animation = "figures.jshtml(" in source
+    expects_demo = DEMO_MARK in source
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     problems: list[str] = []
@@ -281,6 +284,65 @@ def test_page_in_browser(page, server, browser, shots):
                 assert after == before + 1, f"{page}: 'Next frame' did not advance animation {k}"
                 if k == 0:
                     player.screenshot(path=str(shots / (page.replace("/", "__") + "__animation.png")))
+        demos = p.locator("div.minidiff-demo")
+        assert demos.count() == 0 or expects_demo, f"{page}: a demo div without the directive"
+        if expects_demo:
+            assert demos.count() >= 1, f"{page}: the in-page demo is missing"
+            for k in range(demos.count()):
+                run_demo(p, k, page, shots)
         assert not problems, f"{page}:\n" + "\n".join(problems)
+    finally:
+        context.close()
+
+
+DEMO_MARK = "{minidiff-demo}"
+DEMO_DONE = "k => document.querySelectorAll('div.minidiff-demo')[k].dataset.state === 'done'"
+# Pixels of the canvas that are not (nearly) white: the data, the paths and the samples.
+INK_JS = """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] + d[i + 1] + d[i + 2] < 600) n++; return n; }"""
+
+
+def run_demo(p, k: int, page: str, shots: Path) -> None:
+    """Demo ``k`` of the page (book/_ext/demos.py) replaced its picture by its controls, finished its first run
+    and drew it; then it runs again with other settings and draws again. Its time per step is reported."""
+    demo = p.locator("div.minidiff-demo").nth(k)
+    name = demo.get_attribute("data-demo")
+    p.wait_for_function(DEMO_DONE, arg=k, timeout=60_000)
+    assert demo.locator("img.minidiff-demo-fallback").count() == 0, f"{page}: demo {name} still shows its picture"
+    canvas = demo.locator("canvas")
+    assert canvas.evaluate(INK_JS) > 2000, f"{page}: demo {name} drew (almost) nothing"
+    assert name == "playground2d", f"{page}: the browser test does not know how to drive demo {name!r}"
+    demo.locator("select[name=sampler]").select_option("ddpm")
+    demo.locator("input[name=steps]").fill("5")                              # the 6th choice: 50 steps
+    demo.locator("select[name=label]").select_option("1")
+    demo.locator("input[name=guidance]").fill("3")
+    canvas.evaluate("c => c.getContext('2d').clearRect(0, 0, c.width, c.height)")
+    demo.locator("button[name=sample]").click()
+    p.wait_for_function(DEMO_DONE, arg=k, timeout=60_000)
+    status = demo.locator(".minidiff-demo-status").inner_text()
+    assert "DDPM with 50 steps" in status, f"{page}: demo {name} ran something else: {status}"
+    assert canvas.evaluate(INK_JS) > 2000, f"{page}: demo {name} drew (almost) nothing on its second run"
+    ms = float(demo.get_attribute("data-ms-per-step"))
+    assert ms > 0
+    print(f"\n{page}: {name}, guided DDPM with 50 steps, {ms:.2f} ms per step in headless Chromium",
+          file=sys.stderr)
+    demo.screenshot(path=str(shots / (page.replace("/", "__") + f"__demo{k}.png")))
+
+
+def test_demos_show_their_picture_without_javascript(server, browser):
+    """With JavaScript off a demo is a picture of one run (drawn by the package at build time) and a note."""
+    pages = [page for page in toc_pages() if DEMO_MARK in source_of(page).read_text()]
+    assert pages, "no chapter embeds an in-page demo"
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
+    try:
+        p = context.new_page()
+        for page in pages:
+            p.goto(f"{server}/{page}.html", wait_until="load")
+            pictures = p.locator("div.minidiff-demo img.minidiff-demo-fallback")
+            assert pictures.count() >= 1, f"{page}: no picture for readers without JavaScript"
+            for k in range(pictures.count()):
+                box = pictures.nth(k).bounding_box()
+                assert box is not None and box["width"] > 200, f"{page}: the demo's picture is not shown: {box}"
+                assert pictures.nth(k).evaluate("i => i.complete && i.naturalWidth > 0"), f"{page}: picture broken"
     finally:
         context.close()
