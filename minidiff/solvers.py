@@ -12,8 +12,8 @@ with one shared signature in the style of k-diffusion: ``solver(denoiser, x, sig
 ``denoiser(x_bar, sigma) -> x0_hat`` takes one float sigma for the whole batch and ``x`` is x_bar at sigmas[0]:
 
 * :func:`sample_euler` — Euler's method, first order, one call per step (with DDIM's sigmas it *is* DDIM);
-* :func:`sample_heun` — Heun's method, EDM's Algorithm 1 without noise: second order, two calls per step and
-  one for the last step to sigma = 0;
+* :func:`sample_heun` — Heun's method, EDM's Algorithm 1 (the deterministic sampler): second order, two calls
+  per step and one for the last step to sigma = 0;
 * :func:`sample_dpmpp_2m` — DPM-Solver++(2M) (Lu et al. 2022): exact on the linear part of the ODE in
   lambda = -log sigma, second order by reusing the previous step's x0_hat, one call per step.
 
@@ -152,8 +152,8 @@ def sample_euler(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
 @torch.no_grad()
 def sample_heun(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                 callback: SolverCallback | None = None) -> torch.Tensor:
-    """Heun's method (Karras et al. 2022, Algorithm 1 with S_churn = 0): an Euler step, then the average of the
-    slopes at both ends; the last step, to sigma = 0, stays an Euler step. 2 S - 1 calls for S steps.
+    """Heun's method (Karras et al. 2022, Algorithm 1, the deterministic sampler): an Euler step, then the average
+    of the slopes at both ends; the last step, to sigma = 0, stays an Euler step. 2 S - 1 calls for S steps.
 
     Introduced in chapter 11.
     """
