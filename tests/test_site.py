@@ -213,7 +213,7 @@ def test_page_in_browser(page, server, browser, shots):
     source = source_of(page).read_text()
     expects_math = "$" in source or "{math}" in source
     expects_animation = "figures.jshtml(" in source
-    expects_demo = page.startswith("notebooks/") and DEMO_MARK in source    # the setup page shows the syntax
+    expects_demo = page.startswith("notebooks/") and DEMO_MARK in source     # book/setup quotes the syntax
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     problems: list[str] = []
@@ -331,7 +331,8 @@ def run_demo(p, k: int, page: str, shots: Path) -> None:
 
 def test_demos_show_their_picture_without_javascript(server, browser):
     """With JavaScript off a demo is a picture of one run (drawn by the package at build time) and a note."""
-    pages = [page for page in toc_pages() if page.startswith("notebooks/") and DEMO_MARK in source_of(page).read_text()]
+    pages = [page for page in toc_pages()
+             if page.startswith("notebooks/") and DEMO_MARK in source_of(page).read_text()]
     assert pages, "no chapter embeds an in-page demo"
     context = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
     try:
