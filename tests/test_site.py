@@ -213,7 +213,7 @@ def test_page_in_browser(page, server, browser, shots):
     source = source_of(page).read_text()
     expects_math = "$" in source or "{math}" in source
     expects_animation = "figures.jshtml(" in source
-    expects_demo = page.startswith("notebooks/") and DEMO_MARK in source     # book/setup quotes the syntax
+    expects_demo = embeds_demo(page)
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     problems: list[str] = []
@@ -296,6 +296,11 @@ def test_page_in_browser(page, server, browser, shots):
 
 
 DEMO_MARK = "{minidiff-demo}"
+
+
+def embeds_demo(page: str) -> bool:
+    """A chapter with an in-page demo (book/setup quotes the directive's syntax but embeds none)."""
+    return page.startswith("notebooks/") and DEMO_MARK in source_of(page).read_text()
 DEMO_DONE = "k => document.querySelectorAll('div.minidiff-demo')[k].dataset.state === 'done'"
 # Pixels of the canvas that are not (nearly) white: the data, the paths and the samples.
 INK_JS = """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
@@ -331,8 +336,7 @@ def run_demo(p, k: int, page: str, shots: Path) -> None:
 
 def test_demos_show_their_picture_without_javascript(server, browser):
     """With JavaScript off a demo is a picture of one run (drawn by the package at build time) and a note."""
-    pages = [page for page in toc_pages()
-             if page.startswith("notebooks/") and DEMO_MARK in source_of(page).read_text()]
+    pages = [page for page in toc_pages() if embeds_demo(page)]
     assert pages, "no chapter embeds an in-page demo"
     context = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
     try:
