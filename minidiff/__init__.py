@@ -100,3 +100,8 @@ from . import targets
 from .targets import target_loss
 
 __all__ += ["targets", "target_loss"]
+
+# the shipped models as ONNX files (the book's in-page Fashion-MNIST demo runs them); needs the onnx extra
+from . import export
+
+__all__ += ["export"]
