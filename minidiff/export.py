@@ -3,9 +3,12 @@
 The book's Fashion-MNIST demo (chapter 7) runs these files in the reader's page with ONNX Runtime Web; the
 sampling loop around them is a few lines of JavaScript. Both graphs take any batch size (1 to 1024)::
 
-    model, sched, config = minidiff.load_model(minidiff.pretrained("fashion-mnist-cond.pt"))
-    minidiff.export.export_denoiser(model, "unet.onnx")       # x (B,1,28,28), t (B,), y (B,) -> eps (B,1,28,28)
-    minidiff.export.export_classifier(minidiff.load_classifier(), "classifier.onnx")   # x -> logits (B, 10)
+    import minidiff as md
+    model, sched, config = md.load_model(md.pretrained("fashion-mnist-cond.pt"))
+    # x (B, 1, 28, 28), t (B,), y (B,) -> eps (B, 1, 28, 28)
+    md.export.export_denoiser(model, "unet.onnx")
+    # x (B, 1, 28, 28) -> logits (B, 10)
+    md.export.export_classifier(md.load_classifier(), "classifier.onnx")
 
 They need the ``onnx`` extra: ``pip install 'minidiff[onnx]'`` (``onnx`` and ``onnxscript``, which
 ``torch.onnx.export`` uses, and ``onnxruntime`` to check the result).

@@ -68,8 +68,10 @@ def source_of(page: str) -> Path:
 
 
 def sources_hash() -> str:
-    """A hash of everything the built site depends on: config, pages, chapters and the package."""
-    files = [ROOT / "_config.yml", ROOT / "_toc.yml"]
+    """A hash of everything the built site depends on: config, pages, chapters, the package, its shipped models
+    and the npm lock file (the in-page demos bundle ONNX Runtime Web and the exported models)."""
+    files = [ROOT / "_config.yml", ROOT / "_toc.yml", ROOT / "package-lock.json"]
+    files += sorted((ROOT / "checkpoints").glob("*"))
     files += sorted((ROOT / "book").rglob("*")) + sorted((ROOT / "notebooks").rglob("*.ipynb"))
     files += sorted((ROOT / "minidiff").rglob("*.py"))
     h = hashlib.sha256()
@@ -312,6 +314,9 @@ def run_demo(p, k: int, page: str, shots: Path) -> None:
     and drew it; then it runs again with other settings and draws again. Its time per step is reported."""
     demo = p.locator("div.minidiff-demo").nth(k)
     name = demo.get_attribute("data-demo")
+    if name == "fashion":
+        run_fashion_demo(p, demo, k, page, shots)
+        return
     p.wait_for_function(DEMO_DONE, arg=k, timeout=60_000)
     assert demo.locator("img.minidiff-demo-fallback").count() == 0, f"{page}: demo {name} still shows its picture"
     canvas = demo.locator("canvas")
@@ -331,6 +336,71 @@ def run_demo(p, k: int, page: str, shots: Path) -> None:
     assert ms > 0
     print(f"\n{page}: {name}, guided DDPM with 50 steps, {ms:.2f} ms per step in headless Chromium",
           file=sys.stderr)
+    demo.screenshot(path=str(shots / (page.replace("/", "__") + f"__demo{k}.png")))
+
+
+DEMO_STATE = "([k, states]) => states.includes(document.querySelectorAll('div.minidiff-demo')[k].dataset.state)"
+# The canvas shows a garment: many dark pixels (the background) and many light ones (the garment).
+LIGHT_AND_DARK_JS = """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let light = 0, dark = 0; for (let i = 0; i < d.length; i += 4) { if (d[i] > 150) light++; else if (d[i] < 60) dark++; }
+  return [light, dark]; }"""
+SAMPLE_JS = """async ([xT, label, scale, steps]) =>
+  Array.from(await window.minidiffFashion.sample({xT, label, scale, steps}))"""
+
+
+def run_fashion_demo(p, demo, k: int, page: str, shots: Path) -> None:
+    """The Fashion-MNIST demo: it waits for the reader with the build's picture; Sample loads ONNX Runtime Web and
+    the exported U-Net and runs guided DDIM in the page. From the same noise, its loop ends where md.ddim_sample
+    does; a guided 50-step run of another class follows, and its time per step and the page weight are reported."""
+    import torch
+
+    import minidiff as md
+    from minidiff.cli import class_names
+
+    p.wait_for_function(DEMO_STATE, arg=[k, ["ready"]], timeout=60_000)
+    assert demo.locator("img.minidiff-demo-fallback").count() == 1, f"{page}: the fashion demo hides its picture"
+    demo.locator("button[name=sample]").click()                        # defaults: class 0, scale 3, 20 steps
+    p.wait_for_function(DEMO_STATE, arg=[k, ["done", "failed"]], timeout=180_000)
+    assert demo.get_attribute("data-state") == "done", \
+        f"{page}: the fashion demo failed: {demo.locator('.minidiff-demo-status').inner_text()}"
+    assert demo.locator("img.minidiff-demo-fallback").count() == 0, f"{page}: the fashion demo still shows its picture"
+    model, sched, config = md.load_model(md.pretrained("fashion-mnist-cond.pt"), device="cpu")
+    names = class_names(config, model.num_classes)
+    for canvas in demo.locator("canvas").all():
+        light, dark = canvas.evaluate(LIGHT_AND_DARK_JS)
+        assert light > 2000 and dark > 2000, f"{page}: the fashion demo drew no garment ({light} light, {dark} dark)"
+    assert demo.get_attribute("data-verdict") in names
+
+    # Parity: the page's loop from Python's noise against md.ddim_sample. Each network call agrees to float32
+    # tolerance (1e-4 of its scale, tests/test_export.py); ten DDIM steps add at most ten such errors, scaled by
+    # the step's coefficients, so the images agree to 1e-3 of their scale. Unguided would be off by far more.
+    x_T = torch.randn(1, *config["sample_shape"], generator=torch.Generator().manual_seed(2024))
+    want = md.ddim_sample(model, x_T.shape, sched, steps=10, y=torch.tensor([0]), guidance_scale=3.0, x_T=x_T)
+    got = torch.tensor(p.evaluate(SAMPLE_JS, [x_T.flatten().tolist(), 0, 3.0, 10])).reshape(want.shape)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-3 * float(want.abs().max()),
+                               msg=f"{page}: the page's guided DDIM is not md.ddim_sample's")
+    unguided = md.ddim_sample(model, x_T.shape, sched, steps=10, y=torch.tensor([0]), x_T=x_T)
+    assert float((unguided - want).abs().max()) > 0.1                  # the check tells guidance apart
+    got = torch.tensor(p.evaluate(SAMPLE_JS, [x_T.flatten().tolist(), None, 1.0, 5])).reshape(want.shape)
+    want = md.ddim_sample(model, x_T.shape, sched, steps=5, y=torch.tensor([model.num_classes]), x_T=x_T)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-3 * float(want.abs().max()),
+                               msg=f"{page}: the page's unconditional DDIM is not md.ddim_sample's")
+
+    demo.locator("select[name=label]").select_option("1")
+    demo.locator("select[name=steps]").select_option("50")
+    demo.locator("input[name=guidance]").fill("3")
+    demo.evaluate("d => { d.dataset.state = 'clicked'; }")
+    demo.locator("button[name=sample]").click()
+    p.wait_for_function(DEMO_STATE, arg=[k, ["done", "failed"]], timeout=180_000)
+    status = demo.locator(".minidiff-demo-status").inner_text()
+    assert demo.get_attribute("data-state") == "done" and "DDIM with 50 steps, guidance scale 3.0" in status, \
+        f"{page}: the fashion demo's second run: {status}"
+    ms = float(demo.get_attribute("data-ms-per-step"))
+    weight = p.evaluate("""() => performance.getEntriesByType('resource')
+      .filter(e => e.name.includes('/_static/demos/')).reduce((n, e) => n + e.encodedBodySize, 0)""")
+    print(f"\n{page}: fashion, guided DDIM with 50 steps, {ms:.1f} ms per step in headless Chromium "
+          f"({50 * ms / 1000:.1f} s a sample); the classifier says {demo.get_attribute('data-verdict')}; "
+          f"the demos' files loaded: {weight / 1e6:.1f} MB", file=sys.stderr)
     demo.screenshot(path=str(shots / (page.replace("/", "__") + f"__demo{k}.png")))
 
 

@@ -7,33 +7,10 @@
 (function () {
   "use strict";
   const M = window.minidiff2d;
+  const { el, control, select, slider } = window.minidiffControls;
   const N_POINTS = 400, N_SAMPLES = 400, N_PATHS = 40, EXTENT = 2.6;
   const STEP_CHOICES = [1, 2, 5, 10, 20, 50, 100, 250, 1000];
   const COLOURS = { data: "rgba(120,120,120,0.35)", path: "rgba(31,119,180,0.18)", x: "#1f77b4", x0: "#ff7f0e" };
-
-  function el(tag, attrs, ...children) {
-    const e = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (k === "text") e.textContent = v; else e.setAttribute(k, v);
-    }
-    for (const c of children) e.append(c);
-    return e;
-  }
-
-  function control(label, input) {
-    return el("label", { class: "minidiff-demo-control" }, el("span", { text: label }), input);
-  }
-
-  function select(name, options, value) {
-    const s = el("select", { name });
-    for (const [v, text] of options) s.append(el("option", { value: v, text }));
-    s.value = value;
-    return s;
-  }
-
-  function slider(name, min, max, step, value) {
-    return el("input", { type: "range", name, min, max, step, value });
-  }
 
   function build(root) {
     const ui = {
