@@ -105,3 +105,12 @@ __all__ += ["targets", "target_loss"]
 from . import export
 
 __all__ += ["export"]
+
+# latent diffusion (chapter 12) and text prompts (chapter 13)
+from . import autoencoder, captions, latent, text
+from .autoencoder import Autoencoder, load_autoencoder
+from .latent import LatentModel
+from .text import TextConditionedUNet, TextEncoder, Tokenizer
+
+__all__ += ["autoencoder", "latent", "captions", "text", "Autoencoder", "load_autoencoder", "LatentModel",
+            "Tokenizer", "TextEncoder", "TextConditionedUNet"]

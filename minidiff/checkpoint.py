@@ -38,7 +38,9 @@ class CheckpointError(ValueError):
 
 # ------------------------------------------------------------------------------------------ models
 def _model_classes() -> dict:
-    return {"UNet": UNet, "MLPDenoiser": MLPDenoiser}
+    from .text import TextConditionedUNet
+
+    return {"UNet": UNet, "MLPDenoiser": MLPDenoiser, "TextConditionedUNet": TextConditionedUNet}
 
 
 def model_spec(model: torch.nn.Module) -> dict:
@@ -208,7 +210,8 @@ def load_model(path, *, ema: bool = True, device=None) -> tuple[torch.nn.Module,
         device: where to put the model; default :func:`minidiff.default_device`.
 
     Returns:
-        ``(model, sched, config)``: the model (``UNet`` or ``MLPDenoiser``, in eval mode), its
+        ``(model, sched, config)``: the model (``UNet`` or ``MLPDenoiser``, in eval mode; a
+        :class:`~minidiff.latent.LatentModel` around the U-Net for a run trained on latents), its
         :class:`NoiseSchedule`, and the stored configuration dict: ``"model"`` (class and constructor
         arguments), ``"schedule"``, ``"train"`` (the training config), ``"sample_shape"`` (one example's
         shape, e.g. ``[1, 28, 28]`` or ``[2]``) and ``"step"`` (optimizer steps trained).
@@ -234,7 +237,13 @@ def load_model(path, *, ema: bool = True, device=None) -> tuple[torch.nn.Module,
         raise CheckpointError(f"checkpoint {str(path)!r} weights do not fit its model config: {e}") from e
     sched = NoiseSchedule.from_config(config["schedule"])
     device = default_device() if device is None else torch.device(device)
-    return model.to(device).eval(), sched, {**config, "step": payload["step"]}
+    model = model.to(device).eval()
+    latent = config.get("train", {}).get("latent")
+    if latent:                                   # a latent-diffusion run (chapter 12): sample latents, decode them
+        from .latent import LatentModel, autoencoder_for
+
+        model = LatentModel(model, *autoencoder_for(latent, device=device))
+    return model, sched, {**config, "step": payload["step"]}
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -1,5 +1,5 @@
-"""Command line: ``minidiff {demo,train,sample,evaluate,train-classifier,export,train-gan,sample-gan}``, or
-``python -m minidiff ...``.
+"""Command line: ``minidiff {demo,train,sample,evaluate,train-classifier,train-autoencoder,export,train-gan,
+sample-gan}``, or ``python -m minidiff ...``.
 
 ``demo`` (the default) samples a small 2D data set with the exact :class:`~minidiff.OracleDenoiser` — DDPM
 and DDIM, no training — and reports how close the samples land to the data.
@@ -310,6 +310,11 @@ def _add_sample_parser(sub, prog: str) -> None:
     p.add_argument("--label", metavar="CLASS",
                    help="class of every sample: an index or a name such as Bag or sneaker (case-insensitive, a "
                         "unique prefix is enough); default: all classes in turn; conditional models only")
+    p.add_argument("--prompt", metavar="TEXT",
+                   help='text of every sample, e.g. "a dark ankle boot" (text-conditional models, trained with '
+                        '--prompts); default: each prompt of the model\'s table in turn')
+    p.add_argument("--negative-prompt", metavar="TEXT", default="",
+                   help="the prompt that guidance steers away from, in place of the empty prompt (default: none)")
     p.add_argument("--n", type=int, help="number of samples (default: 64 images, 2000 points)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     p.add_argument("--clip-x0", type=float, metavar="B", help="clip the predicted x_0 to [-B, B] (default: no clip)")
@@ -322,7 +327,10 @@ def _add_sample_parser(sub, prog: str) -> None:
 
 
 def _sample_labels(args: argparse.Namespace, model, config: dict, n: int) -> torch.Tensor | None:
-    """The (n,) labels to sample: --label for all, else every class in turn; None for an unconditional model."""
+    """The (n,) labels to sample: --label for all, else every class in turn; None for an unconditional model.
+    A text-conditional model samples its prompt table in turn, or --prompt (index 0 of a one-row table)."""
+    if getattr(args, "prompt", None) is not None:
+        return torch.zeros(n, dtype=torch.long)
     num_classes = model.num_classes
     if num_classes is None:
         if args.label is not None or args.guidance != 1.0:
@@ -331,6 +339,27 @@ def _sample_labels(args: argparse.Namespace, model, config: dict, n: int) -> tor
     if args.label is None:
         return torch.arange(n) % num_classes
     return torch.full((n,), parse_label(args.label, class_names(config, num_classes), num_classes))
+
+
+def _with_prompt(args: argparse.Namespace, model, config: dict):
+    """--prompt and --negative-prompt: the model with that one-row prompt table (text-conditional models only)."""
+    prompt, negative = getattr(args, "prompt", None), getattr(args, "negative_prompt", "")
+    text = (config.get("train") or {}).get("prompts", False)
+    if not text:
+        if prompt is not None or negative:
+            raise ValueError("--prompt and --negative-prompt need a text-conditional model (trained with --prompts); "
+                             "this checkpoint's is not")
+        return model
+    if args.label is not None:
+        raise ValueError("--label is for class-conditional models; give this text-conditional one a --prompt")
+    from .text import prompted
+
+    if prompt is None:
+        return prompted(model, list((model.model if hasattr(model, "decode") else model).prompts), negative)
+    from .captions import parse_caption
+
+    parse_caption(prompt)                         # a clear error for a prompt outside the captions' grammar
+    return prompted(model, [prompt], negative)
 
 
 def refuse_superres(ckpt: str, config: dict) -> None:
@@ -364,6 +393,7 @@ def sample_command(args: argparse.Namespace) -> int:
     refuse_superres(args.ckpt, config)
     fast.apply(model)                                   # the same function, faster on this device
     model = as_eps_model(model, sched, config)
+    model = _with_prompt(args, model, config)
     shape = tuple(config["sample_shape"])
     is_2d = len(shape) == 1
     n = args.n if args.n is not None else (2000 if is_2d else 64)
@@ -389,10 +419,12 @@ def sample_command(args: argparse.Namespace) -> int:
             x = ddpm_sample(model, (n, *shape), sched, callback=callback, **common)
             how = f"DDPM-{sched.T}"
     seconds = time.perf_counter() - start
+    if hasattr(model, "decode"):                        # a latent model (chapter 12): latents -> images
+        x = model.decode(x)
     if is_2d:
         save_scatter_2d(x, args.out, title=f"{n} samples, {how}")
     else:
-        save_image_grid(x, args.out, nrow=model.num_classes if args.label is None else None)
+        save_image_grid(x, args.out, nrow=model.num_classes if args.label is None and args.prompt is None else None)
     print(f"wrote {args.out}: {n} samples ({how}, guidance {args.guidance}) in {seconds:.1f} s")
     return 0
 
@@ -479,21 +511,66 @@ def _add_train_classifier_parser(sub) -> None:
     p.set_defaults(func=train_classifier_command)
 
 
-def train_classifier_command(args: argparse.Namespace) -> int:
-    from .evaluate import save_classifier, train_classifier
+def weights_out_and_device(args: argparse.Namespace) -> torch.device:
+    """For the commands that train a weights file: --out must be a .safetensors file that is not shipped (nor
+    its .json record), unless --force; returns the device to train on."""
     from .runtime import default_device
 
     if not args.out.endswith(".safetensors"):
         raise ValueError(f"--out must end in .safetensors, got {args.out!r}")
     for path in (args.out, Path(args.out).with_suffix(".json")):
         refuse_shipped(path, args.force)
-    device = torch.device(args.device) if args.device is not None else default_device()
+    return torch.device(args.device) if args.device is not None else default_device()
+
+
+def train_classifier_command(args: argparse.Namespace) -> int:
+    from .evaluate import save_classifier, train_classifier
+
+    device = weights_out_and_device(args)
     command = (f"python -m minidiff train-classifier --epochs {args.epochs} --seed {args.seed} "
                f"--batch-size {args.batch_size} --lr {args.lr} --device {device} --out {args.out}")
     model, record = train_classifier(epochs=args.epochs, seed=args.seed, device=device,
                                      batch_size=args.batch_size, lr=args.lr)
     save_classifier(model, args.out, {"command": command, **record})
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}: test accuracy {record['test_accuracy']:.4f}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ train-autoencoder
+def _add_train_autoencoder_parser(sub) -> None:
+    p = sub.add_parser(
+        "train-autoencoder", help="train the autoencoder of latent diffusion (28x28 images <-> c x 7 x 7 latents)",
+        description="Train the KL-regularised Fashion-MNIST autoencoder of chapter 12 with the committed recipe, "
+                    "report its test\nreconstruction error and latent scale, and save its weights (safetensors) "
+                    "with a JSON record beside them.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=6, help="passes over the training images (default: 6)")
+    p.add_argument("--latent-channels", type=int, default=4, help="channels of the 7x7 latent (default: 4)")
+    p.add_argument("--kl-weight", type=float, default=1e-4, help="weight of the KL term (default: 1e-4)")
+    p.add_argument("--limit", type=int, help="train on the first N training images only (default: all 60,000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and noise (default: 0)")
+    p.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak one-cycle learning rate (default: 2e-3)")
+    p.add_argument("--device", type=device_arg, help="device (default: CUDA, then MPS, then CPU)")
+    p.add_argument("--out", default="runs/autoencoder.safetensors", metavar="PATH",
+                   help="weights file; the record goes beside it as .json (default: runs/autoencoder.safetensors)")
+    _add_force(p)
+    p.set_defaults(func=train_autoencoder_command)
+
+
+def train_autoencoder_command(args: argparse.Namespace) -> int:
+    from .autoencoder import save_autoencoder, train_autoencoder
+
+    device = weights_out_and_device(args)
+    command = (f"python -m minidiff train-autoencoder --epochs {args.epochs} --latent-channels "
+               f"{args.latent_channels} --kl-weight {args.kl_weight} --seed {args.seed} --batch-size "
+               f"{args.batch_size} --lr {args.lr}" + (f" --limit {args.limit}" if args.limit else "")
+               + f" --device {device} --out {args.out}")
+    model, record = train_autoencoder(epochs=args.epochs, seed=args.seed, device=device, batch_size=args.batch_size,
+                                      lr=args.lr, kl_weight=args.kl_weight, latent_channels=args.latent_channels,
+                                      limit=args.limit)
+    save_autoencoder(model, args.out, {"command": command, **record})
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}: test MSE {record['test_mse']:.4f}, "
+          f"latent scale {record['latent_scale']:.4f}")
     return 0
 
 
@@ -637,6 +714,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _add_sample_parser(sub, prog)
     _add_evaluate_parser(sub, prog)
     _add_train_classifier_parser(sub)
+    _add_train_autoencoder_parser(sub)
     _add_export_parser(sub)
     _add_train_gan_parser(sub, prog)
     _add_sample_gan_parser(sub, prog)

@@ -9,6 +9,7 @@ Used from chapter 4 on; chapter 6 introduces FD_cls.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -23,7 +24,7 @@ from .metrics import class_agreement, class_diversity, fd_bootstrap, fd_cls, fea
 from .runtime import cpu_model, machine_description, model_device
 from .samplers import VARIANCES, ddim_sample, ddpm_sample
 
-__all__ = ["generate", "evaluate_samples", "evaluate_model", "fd_cls_floor", "score_superres",
+__all__ = ["generate", "evaluate_samples", "evaluate_model", "fd_cls_floor", "score_superres", "evaluate_prompts",
            # moved to minidiff.classifier, minidiff.metrics, minidiff.runtime and minidiff._io; importable from here
            "CLASSIFIER_PATH", "IMAGE_SHAPE", "Classifier", "accuracy", "classifier_features", "predicted_labels",
            "train_classifier", "save_classifier", "load_classifier", "frechet_distance", "feature_stats",
@@ -207,10 +208,13 @@ def _sample_in_batches(model: nn.Module, sched, labels: torch.Tensor | None, *, 
         y = labels[i:i + b].to(device) if labels is not None else None
         kwargs = dict(y=y, guidance_scale=guidance_scale if y is not None else 1.0, generator=gen, device=device,
                       callback=callback)
+        shape = (b, *getattr(model, "sample_shape", IMAGE_SHAPE))             # a LatentModel samples latents
         if sampler == "ddim":
-            x = ddim_sample(model, (b, *IMAGE_SHAPE), sched, steps=steps, eta=eta, **kwargs)
+            x = ddim_sample(model, shape, sched, steps=steps, eta=eta, **kwargs)
         else:
-            x = ddpm_sample(model, (b, *IMAGE_SHAPE), sched, steps=steps, variance=variance, **kwargs)
+            x = ddpm_sample(model, shape, sched, steps=steps, variance=variance, **kwargs)
+        if hasattr(model, "decode"):
+            x = model.decode(x)                                                       # latents -> images
         chunks.append(x.float().cpu())                                               # (b, 1, 28, 28)
     return torch.cat(chunks)                                                          # (n, 1, 28, 28)
 
@@ -225,7 +229,7 @@ def _check_generate(model, sched, *, n, sampler, steps, eta, guidance_scale, bat
                 variance=check_choice(variance, "variance", VARIANCES),
                 steps=check_int(default_steps if steps is None else steps, "steps", low=1, high=sched.T))
     in_channels = getattr(model, "config", {}).get("in_channels", 1)
-    if in_channels != 1:
+    if in_channels != 1 and not hasattr(model, "decode"):
         raise ValueError(f"the model must generate 1-channel 28x28 images (Fashion-MNIST), its in_channels is "
                          f"{in_channels}")
     if num_classes_of(model) is None and plan["guidance_scale"] != 1.0:
@@ -252,9 +256,37 @@ def evaluate_model(model: nn.Module, sched, *, n: int = 10000, sampler: str = "d
     Returns:
         the metrics plus the sampling settings and ``seconds`` spent sampling.
     """
+    if hasattr(getattr(model, "model", model), "prompts"):
+        raise ValueError("model is text-conditional: its labels index prompts, not classes; measure it with "
+                         "minidiff.evaluate.evaluate_prompts")
     samples, labels, settings = generate(model, sched, n=n, sampler=sampler, steps=steps, eta=eta,
                                          guidance_scale=guidance_scale, batch_size=batch_size, seed=seed,
                                          device=device, callback=callback)
     result = evaluate_samples(samples, labels, classifier=classifier, n=n, root=root)
     result.update(settings)
     return result
+
+
+def evaluate_prompts(model: nn.Module, sched, prompts: list[str], *, n_per_prompt: int, guidance_scale: float,
+                     steps: int = 50, seed: int = 0, negative: str = "", batch_size: int = 500,
+                     classifier: nn.Module | None = None, device=None) -> dict:
+    """Prompt adherence, measured without any downloaded model (chapter 13): sample ``n_per_prompt`` images for
+    each prompt (DDIM, ``steps``, ``guidance_scale``) and check the class with the shipped classifier and the
+    attributes with the attribute functions (:func:`minidiff.captions.attribute_agreement`).
+
+    Returns {"class_agreement", "class_agreement_se" (binomial), "attributes": {name: {"asked", "agreement"}},
+    "n"} and the sampling settings.
+    """
+    from .captions import attribute_agreement, parse_caption
+    from .text import prompted
+
+    view = prompted(model, prompts, negative)
+    n = check_int(n_per_prompt, "n_per_prompt", low=1) * len(prompts)
+    samples, labels, settings = generate(view, sched, n=n, steps=steps, guidance_scale=guidance_scale, seed=seed,
+                                         batch_size=batch_size, device=device)
+    asked = [prompts[i] for i in labels.tolist()]
+    classes = torch.tensor([parse_caption(p)[0] for p in asked])
+    classifier = classifier if classifier is not None else load_classifier()
+    agree = float((predicted_labels(classifier, samples) == classes).double().mean())
+    return dict(class_agreement=agree, class_agreement_se=math.sqrt(agree * (1 - agree) / n),
+                attributes=attribute_agreement(samples, asked), n=n, **settings)

@@ -41,6 +41,9 @@ from .checkpoint import CheckpointError, is_exported, read_checkpoint, save_chec
 from .data import TensorLoader
 from .ema import EMA
 from .flow import FlowAsEps, FlowNet, flow_matching_loss
+from .captions import caption_labels
+from .latent import LatentModel, autoencoder_for, encode_dataset
+from .text import TextConditionedUNet
 from .losses import eps_loss
 from .mlp import MLPDenoiser
 from .plot import save_image_grid, save_scatter_2d
@@ -61,7 +64,7 @@ CHECKPOINT_NAME = "ckpt.pt"
 # Fields that may differ when resuming: they change how long and how loudly a run goes, not what it computes.
 RESUME_MAY_CHANGE = ("steps", "log_every", "sample_every", "sample_n", "sample_steps", "checkpoint_every",
                      "out", "device", "bf16", "fast")
-ADDED_LATER = ("objective",)        # fields newer than some checkpoints: missing there means the default
+ADDED_LATER = ("objective", "latent", "prompts")        # fields newer than some checkpoints: missing there means the default
 DERIVED_MODEL_ARGS = ("in_channels", "dim", "num_classes")
 MLP_LR, UNET_LR = 1e-3, 2e-4        # default learning rates: the small 2D MLP learns a blurry ring at 2e-4
 
@@ -82,6 +85,16 @@ class TrainConfig:
             divide the image size): the U-Net also sees the training image, downsampled by ``superres`` and
             upsampled back bicubically, as extra input channels (:mod:`minidiff.superres`; default: None, an
             ordinary model).
+        latent: train on an autoencoder's latents instead of the pixels (latent diffusion, chapter 12):
+            ``"autoencoder"`` for the shipped one or the path of a file from ``train-autoencoder``. The images
+            are encoded once, scaled to unit variance, and the model learns (c, 7, 7) latents (use the
+            ``"latent"`` U-Net preset); :func:`minidiff.load_model` then returns a
+            :class:`~minidiff.latent.LatentModel`, which decodes (default: None, pixels).
+        prompts: condition on text instead of the class (chapter 13, Fashion-MNIST only, with ``conditional``):
+            each image's caption (:func:`minidiff.captions.caption_labels`: the class and the attributes
+            measured from its pixels, each kept with probability 1/2) picks a row of the model's prompt table,
+            and the model is a :class:`~minidiff.text.TextConditionedUNet`; ``p_uncond`` then drops prompts to
+            the empty one (default: False).
         p_uncond: label dropout probability for classifier-free guidance (default: 0.1 if conditional, else 0).
         objective: ``"eps"``, the noise prediction loss L_simple, or ``"flow"``, conditional flow matching on the
             linear path (:func:`minidiff.flow.flow_matching_loss`; the network is a velocity model, sampled as
@@ -119,6 +132,8 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)
     conditional: bool = False
     superres: int | None = None
+    latent: str | None = None
+    prompts: bool = False
     p_uncond: float | None = None
     objective: str = "eps"
     schedule: str = "linear"
@@ -170,6 +185,18 @@ class TrainConfig:
                 raise ValueError(f"superres={self.superres} needs an image dataset and an unconditional model "
                                  f"(it is conditioned on the low-resolution image); got dataset={self.dataset!r}, "
                                  f"conditional={self.conditional}")
+        if self.latent is not None:
+            if not isinstance(self.latent, str) or not self.latent:
+                raise TypeError(f"latent must be 'autoencoder' or the path of an autoencoder file, got {self.latent!r}")
+            if toy or self.superres:
+                raise ValueError(f"latent={self.latent!r} needs an image dataset and no superres; got "
+                                 f"dataset={self.dataset!r}, superres={self.superres}")
+        if not isinstance(self.prompts, bool):
+            raise TypeError(f"prompts must be a bool, got {self.prompts!r}")
+        if self.prompts and (self.dataset != "fashion-mnist" or not self.conditional or self.superres):
+            raise ValueError("prompts=True needs dataset='fashion-mnist' (its captions), conditional=True and no "
+                             f"superres; got dataset={self.dataset!r}, conditional={self.conditional}, "
+                             f"superres={self.superres}")
         if self.p_uncond is None:
             set_("p_uncond", 0.1 if self.conditional else 0.0)
         check_real(self.p_uncond, "p_uncond", low=0.0, high=1.0)
@@ -279,6 +306,12 @@ def _train(config: TrainConfig, env: "_Env", resume: bool, data, progress: bool)
     # Data: the same set on every process, then each takes its own shard and its own random streams.
     x, y, num_classes = load_training_data(config) if data is None else _check_data(data, config)
     _check_superres(config, x)
+    prompts = None
+    if config.prompts:                     # captions measured from the pixels (chapter 13), before any encoding
+        y, prompts = caption_labels(x, y, generator=torch.Generator().manual_seed(config.seed))
+        num_classes = len(prompts)
+    if config.latent is not None:
+        x = encode_dataset(x, config.latent)                              # (N, c, 7, 7), unit variance
     x, y = x[rank::world], (None if y is None else y[rank::world])
     if len(x) < config.batch_size:
         raise ValueError(f"batch_size={config.batch_size} exceeds the {len(x)} training examples per process")
@@ -289,7 +322,7 @@ def _train(config: TrainConfig, env: "_Env", resume: bool, data, progress: bool)
     # Model, EMA and optimizer: the same initial weights on every process.
     torch.manual_seed(config.seed)
     sched = NoiseSchedule.from_name(config.schedule, T=config.T)
-    model = make_model(config, tuple(x.shape[1:]), num_classes).to(device)
+    model = make_model(config, tuple(x.shape[1:]), num_classes, prompts=prompts).to(device)
     if config.fast:
         fast.apply(model)                        # the same function, faster on this device (minidiff.fast)
     loss_sched = fast.schedule_on(sched, device) if config.fast else sched
@@ -392,8 +425,13 @@ def _check_data(data, config: TrainConfig):
     return x, y.long(), int(y.max()) + 1
 
 
-def make_model(config: TrainConfig, sample_shape: tuple[int, ...], num_classes: int | None) -> torch.nn.Module:
-    """A fresh model for examples of ``sample_shape`` ((C, H, W) or (dim,)), as ``config`` says."""
+def make_model(config: TrainConfig, sample_shape: tuple[int, ...], num_classes: int | None, *,
+               prompts: list[str] | None = None) -> torch.nn.Module:
+    """A fresh model for examples of ``sample_shape`` ((C, H, W) or (dim,)), as ``config`` says (a text-conditional
+    one over the table ``prompts`` when given)."""
+    if prompts is not None:
+        unet = {**PRESETS[config.model], "in_channels": sample_shape[0], **config.model_kwargs}
+        return TextConditionedUNet(prompts=prompts, unet=unet)
     if config.model == "mlp":
         return MLPDenoiser(dim=sample_shape[0], num_classes=num_classes, **config.model_kwargs)
     if config.superres:           # SR3: (x_t, upsampled low-res image) in, the noise of x_t out
@@ -533,6 +571,8 @@ def _save_samples(ema_model, sched: NoiseSchedule, config: TrainConfig, step: in
     samples = ddim_sample(model, (n, *x.shape[1:]), sched, steps=config.sample_steps, y=y, generator=gen,
                           device=device)
     path = Path(config.out) / "samples" / f"step_{step:07d}.png"
+    if config.latent is not None:
+        samples = LatentModel(ema_model, *autoencoder_for(config.latent)).decode(samples)   # (n, 1, 28, 28)
     if x.ndim == 2:
         save_scatter_2d(samples, path, reference=x[:n].cpu(), title=f"{config.dataset}, step {step}")
     else:

@@ -41,6 +41,8 @@ PRESETS: dict[str, dict] = {
     "ddpm-cifar10": dict(in_channels=3, base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2,
                          attention_levels=(False, True, False, False), dropout=0.1, num_groups=32,
                          scale_shift=False),
+    # Latent diffusion (chapter 12) on 4 x 7 x 7 latents: one level, no down-sampling, attention throughout.
+    "latent": dict(in_channels=4, base_channels=64, channel_mults=(1,), num_res_blocks=2, attention_levels=(True,)),
 }
 
 
@@ -146,17 +148,48 @@ class SelfAttention(nn.Module):
         return x + self.proj(h)
 
 
-class Block(nn.Module):
-    """One residual block, optionally followed by self-attention."""
+class CrossAttention(nn.Module):
+    """Attention from the pixels to a prompt's tokens, with a residual connection (Rombach et al. 2022, sec. 3.3).
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, *, attention: bool, **res_kwargs):
+    Queries come from the (B, C, H, W) features, keys and values from the token vectors (B, L, D); padding tokens
+    (``mask`` False) get no weight. Heads of 32 channels, as in :class:`SelfAttention`. Introduced in chapter 13.
+    """
+
+    def __init__(self, ch: int, context_dim: int, *, num_groups: int):
+        super().__init__()
+        self.heads = ch // 32 if ch % 32 == 0 else 1
+        self.norm = nn.GroupNorm(num_groups, ch)
+        self.q = nn.Conv2d(ch, ch, 1)
+        self.kv = nn.Linear(context_dim, 2 * ch)
+        self.proj = _zero(nn.Conv2d(ch, ch, 1))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        L = context.shape[1]
+        q = self.q(self.norm(x)).reshape(B, self.heads, C // self.heads, H * W).transpose(2, 3)  # (B, nh, HW, hd)
+        k, v = self.kv(context).reshape(B, L, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # (B, nh, L, hd)
+        h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # (B, nh, HW, hd)
+        h = h.transpose(2, 3).reshape(B, C, H, W)                                       # (B, C, H, W)
+        return x + self.proj(h)
+
+
+class Block(nn.Module):
+    """One residual block, optionally followed by self-attention (and then cross-attention to a prompt)."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, *, attention: bool, context_dim: int | None = None,
+                 **res_kwargs):
         super().__init__()
         self.res = ResBlock(in_ch, out_ch, emb_dim, **res_kwargs)
         self.attn = SelfAttention(out_ch, num_groups=res_kwargs["num_groups"]) if attention else None
+        self.cross = (CrossAttention(out_ch, context_dim, num_groups=res_kwargs["num_groups"])
+                      if attention and context_dim is not None else None)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: tuple | None = None) -> torch.Tensor:
+        """``context``: (token vectors (B, L, D), mask (B, L)) for a model with ``context_dim``, else None."""
         h = self.res(x, emb)
-        return self.attn(h) if self.attn is not None else h
+        if self.attn is not None:
+            h = self.attn(h)
+        return self.cross(h, *context) if self.cross is not None else h
 
 
 class Downsample(nn.Module):
@@ -198,10 +231,13 @@ class UNet(nn.Module):
         num_groups: GroupNorm groups; must divide every level's width.
         scale_shift: time embedding as scale and shift of the normalised features (True) or as an added
             bias (False, as in DDPM).
+        context_dim: width of a prompt's token vectors: every block with self-attention is followed by
+            :class:`CrossAttention` to them (chapter 13), and ``forward`` needs ``context``. None: no prompt.
 
-    ``forward(x, t, y=None)``: x (B, C, H, W), t (B,) timestep indices (or an int), y (B,) labels in
+    ``forward(x, t, y=None, context=None)``: x (B, C, H, W), t (B,) timestep indices (or an int), y (B,) labels in
     ``[0, num_classes]`` where ``num_classes`` means "no label"; ``y=None`` on a conditional model is "no label"
-    for every sample. Returns eps_hat (B, out_channels, H, W).
+    for every sample; ``context`` (token vectors (B, L, context_dim), mask (B, L)) for a model with
+    ``context_dim``. Returns eps_hat (B, out_channels, H, W).
 
     ``model.config`` is a JSON-able dict with ``UNet(**model.config)`` rebuilding the same architecture.
     Introduced in chapter 4.
@@ -210,8 +246,10 @@ class UNet(nn.Module):
     def __init__(self, *, in_channels: int = 1, out_channels: int | None = None, base_channels: int = 32,
                  channel_mults: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 1,
                  attention_levels: tuple[bool, ...] = (False, False, True), num_classes: int | None = None,
-                 dropout: float = 0.0, num_groups: int = 8, scale_shift: bool = True):
+                 dropout: float = 0.0, num_groups: int = 8, scale_shift: bool = True,
+                 context_dim: int | None = None):
         super().__init__()
+        context_dim = None if context_dim is None else check_int(context_dim, "context_dim", low=1)
         (in_channels, out_channels, base_channels, channel_mults, num_res_blocks, attention_levels, num_classes,
          dropout, num_groups) = _check_unet_args(in_channels, out_channels, base_channels, channel_mults,
                                                  num_res_blocks, attention_levels, num_classes, dropout, num_groups,
@@ -222,10 +260,13 @@ class UNet(nn.Module):
                            channel_mults=list(channel_mults), num_res_blocks=num_res_blocks,
                            attention_levels=list(attention_levels), num_classes=num_classes,
                            dropout=dropout, num_groups=num_groups, scale_shift=scale_shift)
+        if context_dim is not None:          # only then: the configs of the models without prompts stay as they were
+            self.config["context_dim"] = context_dim
+        self.context_dim = context_dim
         self.in_channels = in_channels
         self.levels = len(channel_mults)
         emb_dim = 4 * base_channels
-        res_kwargs = dict(dropout=dropout, num_groups=num_groups, scale_shift=scale_shift)
+        res_kwargs = dict(dropout=dropout, num_groups=num_groups, scale_shift=scale_shift, context_dim=context_dim)
 
         # Time (and class) embedding: sinusoid (base_channels) -> Linear -> SiLU -> Linear (emb_dim).
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
@@ -278,12 +319,14 @@ class UNet(nn.Module):
                                   multiple_note=f"2 ** (levels - 1) = {factor} for {self.levels} levels "
                                                 f"(channel_mults={tuple(self.config['channel_mults'])})")
 
-    def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None, context: tuple | None = None) -> torch.Tensor:
         """Check the inputs (t a number -> (B,); y None -> "no label"), then :meth:`predict_eps`."""
-        return self.predict_eps(x, *self._check_inputs(x, t, y))
+        return self.predict_eps(x, *self._check_inputs(x, t, y), context=_check_context(self, context, x))
 
-    def predict_eps(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        """eps_hat = eps_theta(x, t, y) on checked inputs: x (B, C, H, W), t (B,), y (B,) or None (unconditional)."""
+    def predict_eps(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,
+                    context: tuple | None = None) -> torch.Tensor:
+        """eps_hat = eps_theta(x, t, y) on checked inputs: x (B, C, H, W), t (B,), y (B,) or None (unconditional),
+        context (token vectors (B, L, D), mask (B, L)) or None."""
         weight = self.time_mlp[0].weight
         emb = self.time_mlp(timestep_embedding(t, self.config["base_channels"]).to(weight.dtype))  # (B, E)
         if self.class_emb is not None:
@@ -294,18 +337,18 @@ class UNet(nn.Module):
         skips = [h]
         for level, blocks in enumerate(self.down):
             for block in blocks:
-                h = block(h, emb)                                        # (B, width_level, H_l, W_l)
+                h = block(h, emb, context)                               # (B, width_level, H_l, W_l)
                 skips.append(h)
             if level < self.levels - 1:
                 h = self.downsample[level](h)                            # (B, width_level, H_l / 2, W_l / 2)
                 skips.append(h)
 
         for block in self.mid:
-            h = block(h, emb)                                            # (B, width_last, H_last, W_last)
+            h = block(h, emb, context)                                   # (B, width_last, H_last, W_last)
 
         for i, blocks in enumerate(self.up):
             for block in blocks:
-                h = block(torch.cat([h, skips.pop()], dim=1), emb)       # (B, width_level, H_l, W_l)
+                h = block(torch.cat([h, skips.pop()], dim=1), emb, context)  # (B, width_level, H_l, W_l)
             if i < self.levels - 1:
                 h = self.upsample[i](h)                                  # (B, width_level, 2 H_l, 2 W_l)
 
@@ -313,6 +356,28 @@ class UNet(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ argument checks
+def _check_context(model: "UNet", context, x: torch.Tensor) -> tuple | None:
+    """``context`` must be (vectors (B, L, context_dim), bool mask (B, L)) for a model with ``context_dim``, with at
+    least one True per row; None for a model without."""
+    if model.context_dim is None:
+        if context is not None:
+            raise ValueError("context must be None: this UNet takes no prompt (context_dim=None)")
+        return None
+    if not (isinstance(context, tuple) and len(context) == 2 and all(torch.is_tensor(c) for c in context)):
+        raise TypeError("context must be a tuple (token vectors (B, L, context_dim), mask (B, L)) for a UNet with "
+                        f"context_dim={model.context_dim}, got {type(context).__name__}")
+    vectors, mask = context
+    B, D = x.shape[0], model.context_dim
+    if vectors.ndim != 3 or vectors.shape[0] != B or vectors.shape[2] != D:
+        raise ValueError(f"context vectors must have shape ({B}, L, {D}), got {tuple(vectors.shape)}")
+    if mask.dtype != torch.bool or tuple(mask.shape) != tuple(vectors.shape[:2]):
+        raise ValueError(f"context mask must be a bool tensor of shape {tuple(vectors.shape[:2])}, got "
+                         f"{mask.dtype} {tuple(mask.shape)}")
+    if not bool(mask.any(1).all()):
+        raise ValueError("context mask must keep at least one token per prompt (the start token)")
+    return vectors.to(x.dtype), mask
+
+
 def _check_embedding_args(t, dim, max_period) -> tuple[int, float]:
     dim = check_int(dim, "dim", low=2)
     max_period = check_real(max_period, "max_period", low=0.0, low_open=True)

@@ -189,7 +189,7 @@ def test_bad_constructor_arguments(kwargs, match):
 
 
 def test_unknown_preset():
-    with pytest.raises(ValueError, match="'tiny', 'small', 'ddpm-cifar10'; got 'huge'"):
+    with pytest.raises(ValueError, match="'tiny', 'small', 'ddpm-cifar10', 'latent'; got 'huge'"):
         UNet.from_preset("huge")
 
 
