@@ -41,6 +41,7 @@ SHA256 = {
     "fashion-mnist-cond.solvers.json": "69ac5019b5c9a2b6a81719afdfae69492d3fa291d18951a7f289112285be88f6",
     "fashion-mnist-flow.eval.json": "6ffbc4b7a98c37182f9d5ceee8d1947e7bdcadcbaa011ac6db17d46083f742e3",
     "classifier.safetensors": "1cc51468979139f8e1493b6288e3d33e07b14771a3ebf5a544de26a38345c931",
+    "fashion-mnist-prompts.pt": "ac7afea7a13032bbb734f5d08680ad3139c24c0baf8395fbba8c95ffb4a2a06f",
     "fashion-mnist-latent.pt": "9eceacf7f260220b5498f10fa55ea241811835c0a5034b5985c7cadc7079c607",
     "autoencoder.safetensors": "7f5076fbee48b62bba1c2b3f2cf1f7b31110b42a4acfb9308348d32fb235659e",
 }

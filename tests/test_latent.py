@@ -148,3 +148,23 @@ def test_the_shipped_latent_model_samples_its_classes():
     x, labels, _ = generate(model, sched, n=40, steps=20, guidance_scale=3.0, seed=0)
     assert x.shape == (40, 1, 28, 28)
     assert int((predicted_labels(load_classifier(), x) == labels).sum()) >= 36
+
+
+def test_the_shipped_prompt_model_follows_prompts():
+    """checkpoints/fashion-mnist-prompts.pt at guidance 3: the class of "a dark ankle boot" and "a light sandal",
+    and dark below light. Its record: class agreement 0.935 and brightness agreement 0.978 at n = 540; here 24
+    samples, of which at most 6 may miss their class (a rate of 0.065 misses more than 6 of 24 with probability
+    0.0006); dark images below light ones by more than 0.1 in mean brightness (the class's terciles are
+    about 0.1 apart)."""
+    from minidiff.captions import brightness
+    from minidiff.classifier import load_classifier, predicted_labels
+    from minidiff.text import prompted
+
+    model, sched, config = md.load_model(md.pretrained("fashion-mnist-prompts.pt"), device="cpu")
+    prompts = ["a dark ankle boot", "a light ankle boot", "a dark sandal", "a light sandal"]
+    x, idx, _ = generate(prompted(model, prompts), sched, n=24, steps=20, guidance_scale=3.0, seed=0)
+    classes = torch.tensor([9, 9, 5, 5])[idx]
+    assert int((predicted_labels(load_classifier(), x) != classes).sum()) <= 6
+    b = brightness(x.clamp(-1, 1))
+    for dark, light in ((0, 1), (2, 3)):
+        assert float(b[idx == dark].mean()) + 0.1 < float(b[idx == light].mean())
