@@ -56,7 +56,7 @@ def width(images: torch.Tensor) -> torch.Tensor:
 
 
 def texture(images: torch.Tensor) -> torch.Tensor:
-    """Mean |v - mean of v's 3x3 neighbourhood| over the garment's interior pixels (all 9 neighbours garment),
+    """Mean absolute difference between v and the mean of its 3x3 neighbourhood, over the garment's interior pixels (all 9 neighbours garment),
     with v = (x + 1) / 2: high for stripes, prints and folds, low for flat fabric. (N,) >= 0."""
     v, mask = (images + 1) / 2, garment_mask(images)
     local_mean = F.avg_pool2d(F.pad(v, (1, 1, 1, 1), mode="replicate"), 3, stride=1)   # (N, 1, 28, 28)
