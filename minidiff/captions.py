@@ -56,8 +56,8 @@ def width(images: torch.Tensor) -> torch.Tensor:
 
 
 def texture(images: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference between v and the mean of its 3x3 neighbourhood, over the garment's interior pixels (all 9 neighbours garment),
-    with v = (x + 1) / 2: high for stripes, prints and folds, low for flat fabric. (N,) >= 0."""
+    """Mean absolute difference between v = (x + 1) / 2 and the mean of its 3x3 neighbourhood, over the garment's
+    interior pixels (all 9 neighbours garment): high for stripes, prints and folds, low for flat fabric. (N,) >= 0."""
     v, mask = (images + 1) / 2, garment_mask(images)
     local_mean = F.avg_pool2d(F.pad(v, (1, 1, 1, 1), mode="replicate"), 3, stride=1)   # (N, 1, 28, 28)
     interior = F.max_pool2d((~mask).float(), 3, stride=1, padding=1) == 0             # no background within 1 px
