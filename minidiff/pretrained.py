@@ -42,11 +42,14 @@ SHA256 = {
     "fashion-mnist-flow.eval.json": "6ffbc4b7a98c37182f9d5ceee8d1947e7bdcadcbaa011ac6db17d46083f742e3",
     "classifier.safetensors": "1cc51468979139f8e1493b6288e3d33e07b14771a3ebf5a544de26a38345c931",
     "fashion-mnist-prompts.pt": "ac7afea7a13032bbb734f5d08680ad3139c24c0baf8395fbba8c95ffb4a2a06f",
+    "fashion-mnist-prompts.eval.json": "54d8e3f5ec4ffb30345c2253ec124e182d3b8f2a0bb15476a4044da9c046e30e",
     "fashion-mnist-latent.pt": "9eceacf7f260220b5498f10fa55ea241811835c0a5034b5985c7cadc7079c607",
     "autoencoder.safetensors": "7f5076fbee48b62bba1c2b3f2cf1f7b31110b42a4acfb9308348d32fb235659e",
+    "autoencoder.json": "c34260304e35e1ba60e3e15752b8dab3daab62d1e8674c871a172ef2c9a0b2fe",
 }
 #: The result tables the chapters plot (``benchmarks/results/``); the wheel carries these.
-SHIPPED_RESULTS = ("ddim-table.json", "cfg-sweep.json", "parameterisations.json")
+SHIPPED_RESULTS = ("ddim-table.json", "cfg-sweep.json", "parameterisations.json", "latent-autoencoders.json",
+                   "latent-vs-pixel.json")
 
 
 def _folders(kind: str) -> list[Path]:

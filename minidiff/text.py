@@ -1,7 +1,7 @@
 """Text prompts (chapter 13): a word-level tokenizer and a tiny transformer text encoder.
 
 Stable Diffusion turns a prompt into a sequence of token vectors with CLIP's text transformer, and the U-Net
-reads them through cross-attention. Here the language is the captions of :mod:`minidiff.captions`: twenty words.
+reads them through cross-attention. Here the language is the captions of :mod:`minidiff.captions`: nineteen words.
 The tokenizer maps each word to an index, prepends a start token and pads to a fixed length; the encoder is
 token and position embeddings and a few pre-norm transformer layers (Vaswani et al. 2017), trained with the
 diffusion model. The empty prompt is the start token alone: its vectors are what classifier-free guidance uses

@@ -38,8 +38,8 @@ def test_only_checked_text_outputs_are_committed(path):
             assert "image/png" not in out.get("data", {}) and "image/svg+xml" not in out.get("data", {})
 
 
-def test_all_eleven_chapters_are_there():
-    assert [p.name[:2] for p in CHAPTERS] == [f"{i:02d}" for i in range(1, 12)]
+def test_all_thirteen_chapters_are_there():
+    assert [p.name[:2] for p in CHAPTERS] == [f"{i:02d}" for i in range(1, 14)]
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)

@@ -50,8 +50,16 @@ Chapter 11, fast solvers
     * :func:`check_karras_sigmas`: ``fn(steps, sigma_min, sigma_max, rho) -> sigmas``, EDM's schedule, then 0
     * :func:`check_heun_step`: ``fn(denoise, x, sigma, sigma_next) -> x_next``, one step of Heun's method
 
+Chapter 12, latent diffusion
+    * :func:`check_kl_term`: ``fn(mean, logvar) -> kl``, the autoencoder's KL term per latent entry
+    * :func:`check_latent_scale`: ``fn(latents) -> scale``, 1 / std of the latents, Stable Diffusion's factor
+Chapter 13, text prompts
+    * :func:`check_cross_attention`: ``fn(x, context, mask, w_q, w_k, w_v) -> out``, one head of masked
+      cross-attention
+    * :func:`check_width`: ``fn(images) -> widths``, the width attribute of :mod:`minidiff.captions`
+
 Each chapter's checkers live in a module of their own, named after the chapter (``ch01_forward_process`` to
-``ch11_solvers``), beside the harness they share (``_harness``): a new chapter adds one module, and its
+``ch13_text``), beside the harness they share (``_harness``): a new chapter adds one module, and its
 checkers are imported and listed here.
 
 Introduced in chapter 1.
@@ -68,6 +76,8 @@ from .ch08_applications import check_consistency_projection, check_repaint_merge
 from .ch09_score_sde import check_reverse_sde_step, check_score_from_eps
 from .ch10_flow import check_flow_conversions, check_flow_matching_loss
 from .ch11_solvers import check_heun_step, check_karras_sigmas
+from .ch12_latent import check_kl_term, check_latent_scale
+from .ch13_text import check_cross_attention, check_width
 
 __all__ = [
     "CheckResult",
@@ -82,4 +92,6 @@ __all__ = [
     "check_score_from_eps", "check_reverse_sde_step",    # chapter 9
     "check_flow_conversions", "check_flow_matching_loss",   # chapter 10
     "check_karras_sigmas", "check_heun_step",            # chapter 11
+    "check_kl_term", "check_latent_scale",               # chapter 12
+    "check_cross_attention", "check_width",              # chapter 13
 ]
