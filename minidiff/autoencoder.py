@@ -179,8 +179,9 @@ def train_autoencoder(*, epochs: int = 6, seed: int = 0, device=None, batch_size
         log: called with one progress line per epoch (``None``: silent).
 
     Returns:
-        ``(autoencoder, record)``: the model in eval mode and a dict with ``"test_mse"``, ``"test_psnr"``,
-        ``"latent_scale"``, ``"train_seconds"`` and the recipe.
+        ``(autoencoder, record)``: the model in eval mode and a dict with ``"test_mse"``, ``"test_psnr"`` (the
+        mean over the test images) and ``"test_psnr_se"`` (its standard error over them), ``"latent_scale"``,
+        ``"train_seconds"`` and the recipe.
     """
     from .data import TensorLoader, load_fashion_mnist
     from .metrics import psnr
@@ -219,8 +220,10 @@ def train_autoencoder(*, epochs: int = 6, seed: int = 0, device=None, batch_size
     model.eval()
     latents = encode_images(model, x_test)
     x_hat = decode_latents(model, latents)
+    per_image = psnr(x_hat.clamp(-1, 1), x_test).double()                        # (10000,) dB
     record = dict(test_mse=round(float(F.mse_loss(x_hat, x_test)), 5),
-                  test_psnr=round(float(psnr(x_hat.clamp(-1, 1), x_test).mean()), 2),
+                  test_psnr=round(float(per_image.mean()), 2),
+                  test_psnr_se=round(float(per_image.std() / per_image.numel() ** 0.5), 3),
                   latent_scale=round(latent_scale(encode_images(model, x_train[:10000])), 5),
                   train_seconds=round(seconds, 1), **recipe, config=model.config,
                   n_params=sum(p.numel() for p in model.parameters()), machine=machine_description(device),
