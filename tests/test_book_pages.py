@@ -209,6 +209,31 @@ def test_every_citation_has_an_entry():
                 assert key.strip() in keys, f"{source.name} cites {key.strip()!r}, which references.bib lacks"
 
 
+def test_reference_labels_are_author_and_year_as_the_text_cites():
+    """The references page labels entries as the citations read ("Ho et al., 2020"), not with numbers."""
+    import sys
+
+    from pybtex.database import parse_file
+    from pybtex.plugin import find_plugin
+
+    sys.path.insert(0, str(BOOK / "_ext"))
+    try:
+        import author_year_labels
+    finally:
+        sys.path.remove(str(BOOK / "_ext"))
+    author_year_labels.setup(app=None)
+    assert ":style: author_year" in (BOOK / "references.md").read_text()
+    style = find_plugin("pybtex.style.formatting", "author_year")()
+    labels = {e.key: e.label for e in style.format_entries(parse_file(BOOK / "references.bib").entries.values())}
+    assert labels["ho2020denoising"] == "Ho et al., 2020"                  # three or more authors
+    assert labels["ho2022classifier"] == "Ho and Salimans, 2022"          # two
+    assert labels["efron2011tweedie"] == "Efron, 2011"                     # one
+    assert labels["kynkaanniemi2019improved"].startswith("Kynk\u00e4\u00e4nniemi")   # LaTeX accents decoded
+    assert labels["theis2016note"] == "Theis et al., 2016"
+    assert sorted([labels["lu2022dpmsolver"], labels["lu2022dpmsolverpp"]]) == ["Lu et al., 2022a", "Lu et al., 2022b"]
+    assert len(set(labels.values())) == len(labels), "two references share a label"
+
+
 # ------------------------------------------------------------------------------------------ performance
 def test_performance_page_keeps_acceptance_verdicts_in_a_dropdown_at_the_end():
     page = (BOOK / "performance.md").read_text()
