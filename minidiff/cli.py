@@ -51,6 +51,13 @@ def _examples(prog: str, *lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {prog} {line}" for line in lines)
 
 
+def shipped_models() -> list[str]:
+    """The names ``--ckpt`` accepts for the models that ship with the package (``fashion-mnist-cond``, ...)."""
+    from .pretrained import SHA256
+
+    return sorted(name[:-len(".pt")] for name in SHA256 if name.endswith(".pt"))
+
+
 def checkpoint_path(value: str) -> Path:
     """``--ckpt``: an existing file, else a shipped model's name (``toy-2d`` or ``toy-2d.pt``) found through
     :func:`minidiff.pretrained.pretrained`."""
@@ -296,9 +303,10 @@ def _add_sample_parser(sub, prog: str) -> None:
         epilog=_examples(prog, "sample --ckpt toy-2d --out toy.png",
                          "sample --ckpt fashion-mnist-cond --guidance 3 --label Bag --n 16 --out bags.png",
                          "sample --ckpt fashion-mnist-cond --sampler dpmpp_2m --steps 10 --guidance 3 --out fast.png",
+                         'sample --ckpt fashion-mnist-prompts --prompt "a dark ankle boot" --guidance 3 --out boots.png',
                          "sample --ckpt runs/fmnist/ckpt.pt --sampler ddpm --out ddpm.png"))
     p.add_argument("--ckpt", required=True, metavar="PATH",
-                   help="checkpoint written by `train`, or a shipped model: fashion-mnist-cond, toy-2d")
+                   help=f"checkpoint written by `train`, or a shipped model: {', '.join(shipped_models())}")
     p.add_argument("--sampler", choices=("ddim", "ddpm", *ODE_SOLVERS), default="ddim",
                    help="sampler: ddim, ddpm, or one of chapter 11's ODE solvers on EDM's sigma schedule "
                         "(euler, heun, dpmpp_2m = DPM-Solver++(2M)) (default: ddim)")
@@ -441,7 +449,8 @@ def _add_evaluate_parser(sub, prog: str) -> None:
         epilog=_examples(prog, "evaluate --ckpt fashion-mnist-cond --sampler ddim --steps 50 --guidance 3 "
                                "--n 10000 --out result.json"))
     p.add_argument("--ckpt", required=True, metavar="PATH",
-                   help="checkpoint written by `train`, or the shipped model fashion-mnist-cond")
+                   help="checkpoint written by `train`, or a shipped image model: fashion-mnist-cond, "
+                        "fashion-mnist-flow, fashion-mnist-latent")
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler (default: ddim)")
     p.add_argument("--steps", type=int, help="DDIM steps (default: 50, at most T; DDPM always takes all T steps)")
     p.add_argument("--eta", type=float, help="DDIM noise level (default: 0)")
@@ -468,10 +477,14 @@ def evaluate_command(args: argparse.Namespace) -> int:
         refuse_shipped(args.out, args.force)
     model, sched, config = load_model(checkpoint_path(args.ckpt), ema=not args.raw_weights, device=args.device)
     refuse_superres(args.ckpt, config)
-    if tuple(config["sample_shape"]) != (1, 28, 28):
+    if (config.get("train") or {}).get("prompts", False):
+        raise ValueError(f"{args.ckpt!r} is a text-conditional model: its prompt adherence is measured by "
+                         f"the repository's benchmarks/prompts.py (class and attribute agreement over a guidance "
+                         f"sweep), not by evaluate")
+    images = (1, 28, 28) if hasattr(model, "decode") else tuple(config["sample_shape"])   # latents are decoded
+    if images != (1, 28, 28):
         raise ValueError(f"evaluate needs a model of 28x28 grey images (Fashion-MNIST: FD_cls and class agreement "
-                         f"use a classifier of those); {args.ckpt!r} makes samples of shape "
-                         f"{tuple(config['sample_shape'])}")
+                         f"use a classifier of those); {args.ckpt!r} makes samples of shape {images}")
     fast.apply(model)                                   # the same function, faster on this device
     model = as_eps_model(model, sched, config)
     device = next(model.parameters()).device
@@ -584,7 +597,7 @@ def _add_export_parser(sub) -> None:
                                    "`sample`/`evaluate` read it; training cannot be resumed from it. "
                                    "--weights ema --dtype float16 makes it about 4x smaller still.")
     p.add_argument("--ckpt", required=True, metavar="PATH",
-                   help="checkpoint written by `train`, or a shipped model: fashion-mnist-cond, toy-2d")
+                   help=f"checkpoint written by `train`, or a shipped model: {', '.join(shipped_models())}")
     p.add_argument("--out", required=True, metavar="PATH", help="where to write the exported copy")
     p.add_argument("--weights", choices=EXPORT_WEIGHTS, default="both",
                    help="'both': training and EMA weights; 'ema': only the EMA weights that sampling uses "

@@ -2,7 +2,9 @@
 a finished tool: version, program name, progress bars, shipped models and class names, one-line errors."""
 import importlib
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ import torch
 
 import minidiff
 from minidiff.checkpoint import load_model
-from minidiff.cli import build_parser, checkpoint_path, main, parse_label, prog_name, refuse_shipped
+from minidiff.cli import build_parser, checkpoint_path, main, parse_label, prog_name, refuse_shipped, shipped_models
 from minidiff.data import FASHION_MNIST_CLASSES
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
@@ -432,6 +434,27 @@ def test_out_under_a_file_is_refused_before_any_work(tmp_path):
 def test_evaluate_on_a_2d_checkpoint_says_what_it_needs():
     code, _, err = _cli("evaluate", "--ckpt", "toy-2d", "--n", "10")
     _one_line_error(code, err, "evaluate", "needs a model of 28x28 grey images", "shape (2,)")
+
+
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST files not installed")
+def test_evaluate_help_lists_exactly_the_shipped_models_it_evaluates(tmp_path):
+    """Each shipped model either appears in evaluate's --ckpt help and evaluates (a latent model's samples are
+    decoded to images first), or is refused with a one-line reason that says where it is measured instead."""
+    evaluate = build_parser()._subparsers._group_actions[0].choices["evaluate"]
+    help_text = next(a.help for a in evaluate._actions if "--ckpt" in a.option_strings)
+    listed = set(re.findall(r"fashion-mnist-[a-z0-9]+|toy-2d", help_text))
+    refusals = {"toy-2d": "needs a model of 28x28 grey images", "fashion-mnist-sr3": "super-resolution",
+                "fashion-mnist-prompts": "benchmarks/prompts.py"}
+    assert listed | set(refusals) == set(shipped_models()) and not listed & set(refusals)
+    for name in sorted(listed):
+        code, out, err = _cli("evaluate", "--ckpt", name, "--n", "20", "--steps", "2", "--quiet",
+                              "--out", str(tmp_path / f"{name}.json"))
+        assert code == 0, f"{name}: {err}"
+        result = json.loads((tmp_path / f"{name}.json").read_text())
+        assert result["n"] == 20 and math.isfinite(result["fd_cls"]) and 0 <= result["class_agreement"] <= 1
+    for name, reason in refusals.items():
+        code, _, err = _cli("evaluate", "--ckpt", name, "--n", "10")
+        _one_line_error(code, err, "evaluate", reason)
 
 
 def test_a_full_disk_is_reported_as_such_and_leaves_no_file(tmp_path):
