@@ -41,6 +41,7 @@ SHA256 = {
     "fashion-mnist-cond.solvers.json": "69ac5019b5c9a2b6a81719afdfae69492d3fa291d18951a7f289112285be88f6",
     "fashion-mnist-flow.eval.json": "6ffbc4b7a98c37182f9d5ceee8d1947e7bdcadcbaa011ac6db17d46083f742e3",
     "classifier.safetensors": "1cc51468979139f8e1493b6288e3d33e07b14771a3ebf5a544de26a38345c931",
+    "classifier.json": "4e5af2ce897e4ad5fa1f0406d073b3c215383a3d50acc35d3ab175ad3bf7a300",
     "fashion-mnist-prompts.pt": "ac7afea7a13032bbb734f5d08680ad3139c24c0baf8395fbba8c95ffb4a2a06f",
     "fashion-mnist-prompts.eval.json": "54d8e3f5ec4ffb30345c2253ec124e182d3b8f2a0bb15476a4044da9c046e30e",
     "fashion-mnist-latent.pt": "9eceacf7f260220b5498f10fa55ea241811835c0a5034b5985c7cadc7079c607",

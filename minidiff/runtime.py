@@ -57,3 +57,28 @@ def model_device(model) -> torch.device:
         for p in params():
             return p.device
     return torch.device("cpu")
+
+
+def seconds_per_call(fn, *, repeats: int = 3, device: torch.device | str | None = None) -> float:
+    """Wall-clock seconds of one call of ``fn()``: one warm-up call, then the mean of ``repeats`` calls.
+
+    On CUDA the work is queued asynchronously, so the clock is read only after the device has finished
+    (``torch.cuda.synchronize``); elsewhere a call has finished when it returns. For the chapters' timing cells.
+    """
+    import time
+
+    from ._validate import check_int
+
+    repeats = check_int(repeats, "repeats", low=1)
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    cuda = torch.device(device).type == "cuda" if device is not None else False
+    fn()
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats
