@@ -138,7 +138,7 @@ def coverage(garment):
     (lambda x: ((x + 1) / 2 > 0.05).squeeze(1).float().mean(2).max(1).values, "the widest row"),
     (lambda x: coverage(((x + 1) / 2 > 0.05).transpose(2, 3)), "you measured the columns"),
     (lambda x: (lambda c: c.sum(1) / (c > 0).sum(1))(((x + 1) / 2 > 0.05).squeeze(1).float().mean(2)), "gives NaN"),
-    (lambda x: width(x)[:, None], "a tensor of shape (24,)"),
+    (lambda x: width(x)[:, None], "a tensor of shape (30,)"),
     (lambda x: width(x) * 1.1, "width 1.1, expected 1 (its garment covers 784 pixels)"),
     (lambda x: width(x).tolist(), "return a tensor"),
     (lambda x: x.reshape(5), "raised RuntimeError"),
@@ -147,6 +147,45 @@ def test_width_mistakes_are_named(wrong, hint):
     result = check_width(wrong)
     assert not result
     assert hint in result.message, result.message
+
+
+def width_extent(images):
+    """The plausible wrong width: each row's extent, (rightmost - leftmost + 1) / 28, gaps included."""
+    garment = ((images + 1) / 2 > 0.05).squeeze(1)                       # (N, 28, 28)
+    cols = torch.arange(28)
+    rows = garment.any(2)                                                # (N, 28)
+    right = torch.where(garment, cols, -1).max(2).values
+    left = torch.where(garment, cols, 28).min(2).values
+    extent = torch.where(rows, (right - left + 1) / 28, torch.zeros(()))
+    return extent.sum(1) / rows.sum(1).clamp(min=1)
+
+
+def width_extent_loops(images):
+    out = []
+    for image in images:
+        garment = (image[0] + 1) / 2 > 0.05
+        rows = [row.nonzero().flatten() for row in garment if bool(row.any())]
+        out.append(sum(float(r[-1] - r[0] + 1) / 28 for r in rows) / len(rows) if rows else 0.0)
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("extent", [width_extent, width_extent_loops])
+def test_width_extent_is_rejected_with_its_hint(extent):
+    """On one run of garment per row extent and width agree; the checker's trousers and sandals tell them apart."""
+    result = check_width(extent)
+    assert not result
+    assert "leftmost to its rightmost garment pixel" in result.message, result.message
+    assert "width counts the garment's pixels in the row" in result.message, result.message
+
+
+def test_width_checker_has_gaps_in_rows():
+    """Some constructed images (the trousers and sandals) have rows whose extent exceeds their coverage by a lot."""
+    from minidiff.exercises.ch13_text import _garments
+
+    for dtype in (torch.float32, torch.float64):
+        x = _garments(torch.Generator().manual_seed(0), dtype)
+        assert int(((width_extent(x) - width(x)).abs() > 0.05).sum()) >= 4
+        assert check_width(width), "the correct answer still passes"
 
 
 def test_width_checker_images_separate_the_thresholds():

@@ -131,6 +131,21 @@ def _coverage(garment):
     return covered.sum(1) / (covered > 0).sum(1).clamp(min=1)
 
 
+EXTENT_HINT = ("you measured each row's extent, from its leftmost to its rightmost garment pixel: width counts the "
+               "garment's pixels in the row (the gap between a trouser's legs or a sandal's straps is not garment), "
+               "as a fraction of the 28 columns")
+
+
+def _extent(garment):
+    """The plausible wrong width: (rightmost - leftmost + 1) / 28 of each row, averaged like the coverage."""
+    g = garment.squeeze(1)                                                # (N, 28, 28)
+    cols = torch.arange(g.shape[-1], dtype=torch.float64)
+    right = torch.where(g, cols, -1.0).amax(2)                            # (N, 28), -1 in an empty row
+    left = torch.where(g, cols, float(g.shape[-1])).amin(2)
+    extent = ((right - left + 1) / g.shape[-1]).clamp(min=0)              # (N, 28), 0 in an empty row
+    return extent.sum(1) / g.any(2).sum(1).clamp(min=1)
+
+
 def _width_mistakes(images):
     x = images.double()
     v = (x + 1) / 2
@@ -148,21 +163,68 @@ def _width_mistakes(images):
          lambda: covered.max(1).values),
         ("you measured the columns (a height): a row's coverage is the fraction of its 28 columns the garment covers",
          lambda: _coverage(garment.transpose(2, 3))),
+        (EXTENT_HINT, lambda: _extent(garment)),
     ]
 
 
+def _runs(v, row, runs, gen):
+    """Fill ``runs``, a list of (left, right) column ranges, of ``row`` of ``v`` with intensities 0.06 to 1."""
+    for left, right in runs:
+        v[row, left:right] = 0.06 + 0.94 * torch.rand(right - left, generator=gen, dtype=torch.float64)
+
+
+def _trouser(v, gen):
+    """A waistband, then two legs with a gap between them (several columns wide) in each row."""
+    r = lambda a, b: int(torch.randint(a, b, (1,), generator=gen))
+    top, band, legs, left = r(0, 4), r(2, 5), r(12, 20), r(4, 9)
+    leg, gap = r(3, 7), r(2, 6)
+    for row in range(top, min(28, top + band + legs)):
+        if row < top + band:
+            _runs(v, row, [(left, left + 2 * leg + gap)], gen)
+        else:
+            spread = (row - top - band) // 6                              # the legs part towards the hem
+            a, b = max(0, left - spread), min(28, left + leg + gap + spread)
+            _runs(v, row, [(a, a + leg), (b, min(28, b + leg))], gen)
+
+
+def _sandal(v, gen):
+    """Straps: two to four short runs with gaps in each upper row, then a sole of one run."""
+    r = lambda a, b: int(torch.randint(a, b, (1,), generator=gen))
+    top, height, left = r(8, 14), r(6, 10), r(0, 5)
+    for row in range(top, min(28, top + height)):
+        if row >= top + height - 2:
+            _runs(v, row, [(left, min(28, left + r(18, 24)))], gen)      # the sole
+            continue
+        runs, col = [], left + r(0, 3)
+        for _ in range(r(2, 5)):
+            length = r(1, 4)
+            if col + length > 28:
+                break
+            runs.append((col, col + length))
+            col += length + r(1, 5)                                       # a gap of 1 to 4 columns
+        _runs(v, row, runs, gen)
+
+
+N_GARMENTS = 30
+
+
 def _garments(gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
-    """Images (24, 1, 28, 28) in [-1, 1]: irregular garments (intensities 0.06 to 1, a third of them in the
+    """Images (30, 1, 28, 28) in [-1, 1]: irregular garments (intensities 0.06 to 1, a third of them in the
     band 0.48 to 0.56 around x = 0), faint background specks (intensity 0.01 to 0.04), empty rows above and
-    below; the last image is empty, the one before it full. Every value is exact in float32 and far from 0.05."""
-    n = 24
+    below. Images 0 to 21 hold one run of garment per row; 22 to 27 have gaps inside their rows (three
+    trousers with two legs, three sandals with straps), so that a row's extent is not its width; the last
+    image is empty, the one before it full. Every value is exact in float32 and far from 0.05."""
+    n, n_gapped = N_GARMENTS, 6
     v = torch.zeros(n, 28, 28, dtype=torch.float64)
-    for i in range(n - 2):
+    for i in range(n - 2 - n_gapped):
         top, height = int(torch.randint(0, 10, (1,), generator=gen)), int(torch.randint(6, 17, (1,), generator=gen))
         for row in range(top, min(28, top + height)):
             left = int(torch.randint(0, 12, (1,), generator=gen))
             right = left + int(torch.randint(2, 28 - left + 1, (1,), generator=gen))
-            v[i, row, left:right] = 0.06 + 0.94 * torch.rand(right - left, generator=gen, dtype=torch.float64)
+            _runs(v[i], row, [(left, right)], gen)
+    for i in range(n - 2 - n_gapped, n - 2):
+        (_trouser if i < n - 2 - n_gapped // 2 else _sandal)(v[i], gen)
+    for i in range(n - 2):
         band = (v[i] > 0) & (torch.rand(28, 28, generator=gen) < 1 / 3)
         v[i][band] = 0.48 + 0.08 * torch.rand(int(band.sum()), generator=gen, dtype=torch.float64)
     specks = (v == 0) & (torch.rand(n, 28, 28, generator=gen) < 0.15)
@@ -170,14 +232,15 @@ def _garments(gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
     v[n - 2] = 0.3 + 0.6 * torch.rand(28, 28, generator=gen, dtype=torch.float64)
     v[n - 1] = 0.0
     x = (2 * v - 1).to(torch.float32).to(dtype)                           # exact in float32
-    return x[:, None]                                                     # (24, 1, 28, 28)
+    return x[:, None]                                                     # (30, 1, 28, 28)
 
 
 def check_width(fn: Callable, *, seed: int = 0) -> CheckResult:
     """Check ``fn(images) -> widths``: the width attribute of :func:`minidiff.captions.width` for images
     (N, 1, 28, 28) in [-1, 1], a tensor (N,): the garment is where (x + 1) / 2 > 0.05, and the width is the mean,
     over the rows that hold any garment, of the fraction of the row's 28 columns it covers (0 for an empty image).
-    Introduced in chapter 13.
+    A row's coverage counts its garment pixels, so gaps (between a trouser's legs, a sandal's straps) do not
+    count; some of the test images have them. Introduced in chapter 13.
     """
     name = "check_width"
     gen = torch.Generator().manual_seed(seed)
@@ -207,5 +270,5 @@ def check_width(fn: Callable, *, seed: int = 0) -> CheckResult:
         k = int((got - right).nan_to_num(nan=10.0).abs().argmax())
         return CheckResult(name, False, f"image {k}: width {float(got[k]):.6g}, expected {float(right[k]):.6g} "
                                         f"(its garment covers {int(((images[k] + 1) / 2 > 0.05).sum())} pixels)")
-    return CheckResult(name, True, f"matches minidiff.captions.width on {2 * 24} constructed images, float32 and "
-                                   "float64, an empty one included")
+    return CheckResult(name, True, f"matches minidiff.captions.width on {2 * N_GARMENTS} constructed images, float32 "
+                                   "and float64, gaps in rows and an empty image included")
