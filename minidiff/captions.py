@@ -157,12 +157,33 @@ def parse_caption(prompt: str) -> tuple[int, dict[str, str]]:
 def attribute_agreement(images: torch.Tensor, prompts: list[str]) -> dict[str, dict]:
     """How often images (N, 1, 28, 28) show the attributes their prompts (N) name, measured with the attribute
     functions: for each attribute, {"asked": how many prompts name it, "agreement": the fraction whose image
-    shows the word asked}. By chance (an image of the class drawn at random) the agreement is 1/3: a third of
-    each class lies beyond each tercile."""
+    shows the word asked, "words": the same two numbers for each of its words}. For an image of the class drawn
+    at random the agreement is 1/3: a third of each class lies beyond each tercile. For a model's samples the
+    fair baseline is :func:`word_shares` of samples whose prompts name no attribute."""
     parsed = [parse_caption(p) for p in prompts]
     measured = attribute_words(images, torch.tensor([label for label, _ in parsed]))
+    share = lambda hits: sum(hits) / len(hits) if hits else None
     out = {}
-    for name in ATTRIBUTES:
-        hits = [m.get(name) == asked[name] for (_, asked), m in zip(parsed, measured) if name in asked]
-        out[name] = {"asked": len(hits), "agreement": sum(hits) / len(hits) if hits else None}
+    for name, pair in ATTRIBUTES.items():
+        hits = {word: [m.get(name) == word for (_, asked), m in zip(parsed, measured) if asked.get(name) == word]
+                for word in pair}
+        every = hits[pair[0]] + hits[pair[1]]
+        out[name] = {"asked": len(every), "agreement": share(every),
+                     "words": {word: {"asked": len(h), "agreement": share(h)} for word, h in hits.items()}}
     return out
+
+
+def word_shares(images: torch.Tensor, labels: torch.Tensor) -> dict[str, dict[str, float]]:
+    """The fraction of images (N, 1, 28, 28) of classes ``labels`` (N,) that show each attribute word, e.g.
+    ``{"brightness": {"dark": 0.13, "light": 0.49}, ...}``: a third each for real images of a class.
+
+    Measured on samples whose prompts name no attribute ("a coat"), it is what a word's agreement would be if
+    the word had no effect: the baseline that :func:`attribute_agreement` should be read against (guidance
+    moves the samples towards what is typical of the class, so it need not be 1/3).
+    """
+    if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+        raise ValueError(f"images and labels must be non-empty and of one length, got {images.shape[0]} images "
+                         f"and {labels.shape[0]} labels")
+    words = attribute_words(images, labels)
+    return {name: {word: sum(w.get(name) == word for w in words) / len(words) for word in pair}
+            for name, pair in ATTRIBUTES.items()}

@@ -274,10 +274,11 @@ def evaluate_prompts(model: nn.Module, sched, prompts: list[str], *, n_per_promp
     each prompt (DDIM, ``steps``, ``guidance_scale``) and check the class with the shipped classifier and the
     attributes with the attribute functions (:func:`minidiff.captions.attribute_agreement`).
 
-    Returns {"class_agreement", "class_agreement_se" (binomial), "attributes": {name: {"asked", "agreement"}},
-    "n"} and the sampling settings.
+    Returns {"class_agreement", "class_agreement_se" (binomial), "attributes": {name: {"asked", "agreement",
+    "words"}}, "word_shares" (:func:`minidiff.captions.word_shares` of all the samples), "n"} and the sampling
+    settings.
     """
-    from .captions import attribute_agreement, parse_caption
+    from .captions import attribute_agreement, parse_caption, word_shares
     from .text import prompted
 
     view = prompted(model, prompts, negative)
@@ -289,4 +290,5 @@ def evaluate_prompts(model: nn.Module, sched, prompts: list[str], *, n_per_promp
     classifier = classifier if classifier is not None else load_classifier()
     agree = float((predicted_labels(classifier, samples) == classes).double().mean())
     return dict(class_agreement=agree, class_agreement_se=math.sqrt(agree * (1 - agree) / n),
-                attributes=attribute_agreement(samples, asked), n=n, **settings)
+                attributes=attribute_agreement(samples, asked), word_shares=word_shares(samples, classes), n=n,
+                **settings)

@@ -43,7 +43,7 @@ SHA256 = {
     "classifier.safetensors": "1cc51468979139f8e1493b6288e3d33e07b14771a3ebf5a544de26a38345c931",
     "classifier.json": "4e5af2ce897e4ad5fa1f0406d073b3c215383a3d50acc35d3ab175ad3bf7a300",
     "fashion-mnist-prompts.pt": "ac7afea7a13032bbb734f5d08680ad3139c24c0baf8395fbba8c95ffb4a2a06f",
-    "fashion-mnist-prompts.eval.json": "54d8e3f5ec4ffb30345c2253ec124e182d3b8f2a0bb15476a4044da9c046e30e",
+    "fashion-mnist-prompts.eval.json": "c2355b51d81cfa4496284c55689b106d79777e3993e00f10bdf7074e9b9d2a2c",
     "fashion-mnist-latent.pt": "9eceacf7f260220b5498f10fa55ea241811835c0a5034b5985c7cadc7079c607",
     "autoencoder.safetensors": "7f5076fbee48b62bba1c2b3f2cf1f7b31110b42a4acfb9308348d32fb235659e",
     "autoencoder.json": "c34260304e35e1ba60e3e15752b8dab3daab62d1e8674c871a172ef2c9a0b2fe",

@@ -110,7 +110,11 @@ def test_evaluate_prompts_measures_class_and_attributes(prompt_run):
                            steps=2)
     assert out["n"] == 4 and 0 <= out["class_agreement"] <= 1
     assert out["attributes"]["brightness"]["asked"] == 4 and out["attributes"]["width"]["asked"] == 2
-    assert out["attributes"]["texture"] == {"asked": 0, "agreement": None}
+    assert out["attributes"]["texture"]["asked"] == 0 and out["attributes"]["texture"]["agreement"] is None
+    assert out["attributes"]["brightness"]["words"]["dark"]["asked"] == 2          # "a dark coat", twice
+    shares = out["word_shares"]                                  # over all four samples: fractions that add up
+    assert all(0 <= v <= 1 for pair in shares.values() for v in pair.values())
+    assert all(sum(pair.values()) <= 1 for pair in shares.values())
 
 
 def test_sample_command_takes_a_prompt(prompt_run, latent_run, tmp_path, capsys):

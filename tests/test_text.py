@@ -252,13 +252,37 @@ def test_caption_labels_index_a_table_and_drop_attributes():
     assert all(C.parse_caption(_[i])[1] == {} for i in none.tolist())
 
 
-def test_attribute_agreement_counts_the_words_shown():
-    label = 9
+def dark_and_light(label):
+    """Two ankle-boot-sized blocks, one below the class's lower brightness tercile and one above its upper."""
     dark = canvas().float()
     dark[..., 8:20, 2:26] = 2 * (C.THRESHOLDS["brightness"][label][0] - 0.2) - 1
     light = canvas().float()
     light[..., 8:20, 2:26] = 2 * (C.THRESHOLDS["brightness"][label][1] + 0.1) - 1
+    return dark, light
+
+
+def test_attribute_agreement_counts_the_words_shown():
+    label = 9
+    dark, light = dark_and_light(label)
     images = torch.cat([dark, light, dark])
     out = C.attribute_agreement(images, ["a dark ankle boot", "a dark ankle boot", "a light ankle boot"])
-    assert out["brightness"] == {"asked": 3, "agreement": 1 / 3}
-    assert out["width"] == {"asked": 0, "agreement": None}
+    assert out["brightness"] == {"asked": 3, "agreement": 1 / 3, "words": {"dark": {"asked": 2, "agreement": 0.5},
+                                                                        "light": {"asked": 1, "agreement": 0.0}}}
+    assert out["width"] == {"asked": 0, "agreement": None, "words": {"narrow": {"asked": 0, "agreement": None},
+                                                                     "wide": {"asked": 0, "agreement": None}}}
+
+
+def test_word_shares_count_each_word_shown_and_are_a_third_each_on_real_images():
+    label = 9
+    dark, light = dark_and_light(label)
+    shares = C.word_shares(torch.cat([dark, light, dark, dark]), torch.full((4,), label))
+    assert shares["brightness"] == {"dark": 0.75, "light": 0.25}
+    with pytest.raises(ValueError, match="one length"):
+        C.word_shares(dark, torch.tensor([label, label]))
+    from minidiff.data import load_fashion_mnist
+
+    x, y = load_fashion_mnist("train", download=False)
+    real = C.word_shares(x, y)                  # the terciles were made from these 60,000 images: a third each,
+    for name, pair in C.ATTRIBUTES.items():     # up to the 4-decimal rounding of the thresholds
+        for word in pair:
+            assert abs(real[name][word] - 1 / 3) < 0.005, (name, word, real[name][word])
