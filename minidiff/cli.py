@@ -51,6 +51,9 @@ def _examples(prog: str, *lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {prog} {line}" for line in lines)
 
 
+PROMPTS_MODEL = "fashion-mnist-prompts"               # the shipped text-conditional model (chapter 13)
+
+
 def shipped_models() -> list[str]:
     """The names ``--ckpt`` accepts for the models that ship with the package (``fashion-mnist-cond``, ...)."""
     from .pretrained import SHA256
@@ -303,10 +306,11 @@ def _add_sample_parser(sub, prog: str) -> None:
         epilog=_examples(prog, "sample --ckpt toy-2d --out toy.png",
                          "sample --ckpt fashion-mnist-cond --guidance 3 --label Bag --n 16 --out bags.png",
                          "sample --ckpt fashion-mnist-cond --sampler dpmpp_2m --steps 10 --guidance 3 --out fast.png",
-                         'sample --ckpt fashion-mnist-prompts --prompt "a dark ankle boot" --guidance 3 --out boots.png',
+                         'sample --prompt "a dark ankle boot" --guidance 3 --out boots.png',
                          "sample --ckpt runs/fmnist/ckpt.pt --sampler ddpm --out ddpm.png"))
-    p.add_argument("--ckpt", required=True, metavar="PATH",
-                   help=f"checkpoint written by `train`, or a shipped model: {', '.join(shipped_models())}")
+    p.add_argument("--ckpt", metavar="PATH",
+                   help=f"checkpoint written by `train`, or a shipped model: {', '.join(shipped_models())} "
+                        f"(required, except with --prompt, which defaults to {PROMPTS_MODEL})")
     p.add_argument("--sampler", choices=("ddim", "ddpm", *ODE_SOLVERS), default="ddim",
                    help="sampler: ddim, ddpm, or one of chapter 11's ODE solvers on EDM's sigma schedule "
                         "(euler, heun, dpmpp_2m = DPM-Solver++(2M)) (default: ddim)")
@@ -397,6 +401,11 @@ def sample_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must end in .png, got {args.out!r}")
     refuse_shipped(args.out, args.force)
     check_ddim_options(args)
+    if args.ckpt is None:
+        if args.prompt is None and not args.negative_prompt:
+            raise ValueError("--ckpt is required: a checkpoint written by `train`, or a shipped model "
+                             f"({', '.join(shipped_models())}); with --prompt it defaults to {PROMPTS_MODEL}")
+        args.ckpt = PROMPTS_MODEL
     model, sched, config = load_model(checkpoint_path(args.ckpt), ema=not args.raw_weights, device=args.device)
     refuse_superres(args.ckpt, config)
     fast.apply(model)                                   # the same function, faster on this device

@@ -436,6 +436,19 @@ def test_evaluate_on_a_2d_checkpoint_says_what_it_needs():
     _one_line_error(code, err, "evaluate", "needs a model of 28x28 grey images", "shape (2,)")
 
 
+def test_sample_with_a_prompt_and_no_ckpt_uses_the_shipped_prompts_model(tmp_path):
+    code, out, err = _cli("sample", "--prompt", "a dark ankle boot", "--n", "2", "--steps", "2", "--guidance", "3",
+                          "--out", str(tmp_path / "boots.png"), "--quiet")
+    assert code == 0, err
+    code, _, err = _cli("sample", "--ckpt", "fashion-mnist-prompts", "--prompt", "a dark ankle boot", "--n", "2",
+                        "--steps", "2", "--guidance", "3", "--out", str(tmp_path / "named.png"), "--quiet")
+    assert code == 0, err
+    assert np.array_equal(read_png(tmp_path / "boots.png"), read_png(tmp_path / "named.png"))
+    code, _, err = _cli("sample", "--n", "2", "--out", str(tmp_path / "x.png"))
+    _one_line_error(code, err, "sample", "--ckpt is required", "with --prompt it defaults to fashion-mnist-prompts")
+    assert not (tmp_path / "x.png").exists()
+
+
 @pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST files not installed")
 def test_evaluate_help_lists_exactly_the_shipped_models_it_evaluates(tmp_path):
     """Each shipped model either appears in evaluate's --ckpt help and evaluates (a latent model's samples are
