@@ -10,8 +10,8 @@ against two baselines: the chance level of 1/3 (a third of each class's real ima
 and, at each scale, what the model does when the prompt names no attribute: the class-only prompts ("a coat"),
 ``--baseline-n`` samples each, and the share of those samples that show each word (``captions.word_shares``).
 Its mean over an attribute's two words is the agreement the attribute would get if its words had no effect.
-The empty prompt is guidance's unconditional branch. Results go to ``checkpoints/fashion-mnist-prompts.eval.json`` with the command, the
-checkpoint's SHA-256, the machine and the torch version.
+The empty prompt is guidance's unconditional branch. Results go to ``checkpoints/fashion-mnist-prompts.eval.json``
+with the command, the checkpoint's SHA-256, the machine and the torch version.
 """
 from __future__ import annotations
 

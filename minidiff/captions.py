@@ -161,7 +161,11 @@ def attribute_agreement(images: torch.Tensor, prompts: list[str]) -> dict[str, d
     at random the agreement is 1/3: a third of each class lies beyond each tercile. For a model's samples the
     fair baseline is :func:`word_shares` of samples whose prompts name no attribute."""
     parsed = [parse_caption(p) for p in prompts]
-    measured = attribute_words(images, torch.tensor([label for label, _ in parsed]))
+    return _agreement(parsed, attribute_words(images, torch.tensor([label for label, _ in parsed])))
+
+
+def _agreement(parsed: list[tuple[int, dict[str, str]]], measured: list[dict[str, str]]) -> dict[str, dict]:
+    """:func:`attribute_agreement` from the parsed prompts and the words measured on their images."""
     share = lambda hits: sum(hits) / len(hits) if hits else None
     out = {}
     for name, pair in ATTRIBUTES.items():
@@ -184,6 +188,10 @@ def word_shares(images: torch.Tensor, labels: torch.Tensor) -> dict[str, dict[st
     if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
         raise ValueError(f"images and labels must be non-empty and of one length, got {images.shape[0]} images "
                          f"and {labels.shape[0]} labels")
-    words = attribute_words(images, labels)
+    return _shares(attribute_words(images, labels))
+
+
+def _shares(words: list[dict[str, str]]) -> dict[str, dict[str, float]]:
+    """:func:`word_shares` from the words measured on each image."""
     return {name: {word: sum(w.get(name) == word for w in words) / len(words) for word in pair}
             for name, pair in ATTRIBUTES.items()}

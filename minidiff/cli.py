@@ -62,15 +62,19 @@ def shipped_models() -> list[str]:
     return sorted(name[:-len(".pt")] for name in SHA256 if name.endswith(".pt"))
 
 
+def is_text_model(config: dict) -> bool:
+    """Whether a checkpoint's config is that of a text-conditional model (trained with ``--prompts``)."""
+    return bool((config.get("train") or {}).get("prompts", False))
+
+
 def checkpoint_path(value: str) -> Path:
     """``--ckpt``: an existing file, else a shipped model's name (``toy-2d`` or ``toy-2d.pt``) found through
     :func:`minidiff.pretrained.pretrained`."""
-    from .pretrained import SHA256
     from .pretrained import pretrained as find_pretrained
 
     if Path(value).is_file():
         return Path(value)
-    shipped = sorted(name for name in SHA256 if name.endswith(".pt"))
+    shipped = [f"{model}.pt" for model in shipped_models()]
     name = value if value.endswith(".pt") else f"{value}.pt"
     if name in shipped:
         return find_pretrained(name)
@@ -358,8 +362,7 @@ def _sample_labels(args: argparse.Namespace, model, config: dict, n: int) -> tor
 def _with_prompt(args: argparse.Namespace, model, config: dict):
     """--prompt and --negative-prompt: the model with that one-row prompt table (text-conditional models only)."""
     prompt, negative = getattr(args, "prompt", None), getattr(args, "negative_prompt", "")
-    text = (config.get("train") or {}).get("prompts", False)
-    if not text:
+    if not is_text_model(config):
         if prompt is not None or negative:
             raise ValueError("--prompt and --negative-prompt need a text-conditional model (trained with --prompts); "
                              "this checkpoint's is not")
@@ -413,7 +416,7 @@ def sample_command(args: argparse.Namespace) -> int:
     fast.apply(model)                                   # the same function, faster on this device
     model = as_eps_model(model, sched, config)
     if args.guidance is None:
-        args.guidance = PROMPT_GUIDANCE if (config.get("train") or {}).get("prompts", False) else 1.0
+        args.guidance = PROMPT_GUIDANCE if is_text_model(config) else 1.0
     model = _with_prompt(args, model, config)
     shape = tuple(config["sample_shape"])
     is_2d = len(shape) == 1
@@ -490,7 +493,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         refuse_shipped(args.out, args.force)
     model, sched, config = load_model(checkpoint_path(args.ckpt), ema=not args.raw_weights, device=args.device)
     refuse_superres(args.ckpt, config)
-    if (config.get("train") or {}).get("prompts", False):
+    if is_text_model(config):
         raise ValueError(f"{args.ckpt!r} is a text-conditional model: its prompt adherence is measured by "
                          f"the repository's benchmarks/prompts.py (class and attribute agreement over a guidance "
                          f"sweep), not by evaluate")

@@ -278,17 +278,17 @@ def evaluate_prompts(model: nn.Module, sched, prompts: list[str], *, n_per_promp
     "words"}}, "word_shares" (:func:`minidiff.captions.word_shares` of all the samples), "n"} and the sampling
     settings.
     """
-    from .captions import attribute_agreement, parse_caption, word_shares
+    from .captions import _agreement, _shares, attribute_words, parse_caption
     from .text import prompted
 
     view = prompted(model, prompts, negative)
     n = check_int(n_per_prompt, "n_per_prompt", low=1) * len(prompts)
     samples, labels, settings = generate(view, sched, n=n, steps=steps, guidance_scale=guidance_scale, seed=seed,
                                          batch_size=batch_size, device=device)
-    asked = [prompts[i] for i in labels.tolist()]
-    classes = torch.tensor([parse_caption(p)[0] for p in asked])
+    parsed = [parse_caption(prompts[i]) for i in labels.tolist()]                # (class, words asked) per sample
+    classes = torch.tensor([label for label, _ in parsed])
+    measured = attribute_words(samples, classes)                                # measured once, read twice
     classifier = classifier if classifier is not None else load_classifier()
     agree = float((predicted_labels(classifier, samples) == classes).double().mean())
     return dict(class_agreement=agree, class_agreement_se=math.sqrt(agree * (1 - agree) / n),
-                attributes=attribute_agreement(samples, asked), word_shares=word_shares(samples, classes), n=n,
-                **settings)
+                attributes=_agreement(parsed, measured), word_shares=_shares(measured), n=n, **settings)
